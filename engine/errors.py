@@ -1,0 +1,83 @@
+"""Every exception schedctl raises, in one leaf module.
+
+SchedctlError
+├── SpecError(ValueError)          a value in a schedule file is wrong
+│   ├── DurationError              "5 minutes" instead of "5m"
+│   ├── CronError                  a crontab expression that does not parse
+│   └── FieldError                 a rule across fields, located at one of them
+├── TaskError(LookupError)         a task path that does not resolve
+├── Problem                        (not an exception) one located problem of a file
+└── JobRefused(ValueError)         the runtime API refuses a job (not serialisable, ...)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "CronError",
+    "DurationError",
+    "FieldError",
+    "JobRefused",
+    "Problem",
+    "SchedctlError",
+    "SpecError",
+    "TaskError",
+]
+
+
+class SchedctlError(Exception):
+    """Base of every schedctl error."""
+
+
+class SpecError(SchedctlError, ValueError):
+    """A value in a schedule file is wrong; the message says what to write instead."""
+
+
+class DurationError(SpecError):
+    def __init__(self, value: object) -> None:
+        super().__init__(
+            f"invalid duration {value!r}; write a number with a unit such as '30s', '5m', "
+            "'1h30m', '2d', '1w', or an integer number of seconds"
+        )
+
+
+class CronError(SpecError):
+    """A crontab expression that does not parse."""
+
+
+class FieldError(SpecError):
+    """A rule that spans fields of a job; ``field`` is where the error is shown."""
+
+    def __init__(self, field: str | None, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class TaskError(SchedctlError, LookupError):
+    """A task path that does not resolve to a callable."""
+
+
+class JobRefused(SchedctlError, ValueError):
+    """The runtime API refuses to add a job, with the reason."""
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One problem of one schedule file, located at a line and column (both 1-based)."""
+
+    file: str
+    line: int
+    column: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: error: {self.message}"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "message": self.message,
+        }

@@ -1,0 +1,232 @@
+"""The schedule file format (schema version 1) as frozen pydantic models. No I/O.
+
+A ``FileSpec`` holds ``defaults`` and ``jobs``; each ``JobSpec`` is one job with exactly
+one trigger: ``cron``, ``interval`` or ``at``. ``essence()`` is the canonical, location-free
+form the reconciler compares; ``schedule_essence()`` is the part that decides when it fires.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    WithJsonSchema,
+    create_model,
+    model_validator,
+)
+
+from engine.cron import CronExpression
+from engine.durations import format_duration, parse_duration
+from engine.errors import FieldError
+
+__all__ = [
+    "JOB_ID_PATTERN",
+    "OPTION_FIELDS",
+    "SCHEDULE_FIELDS",
+    "TRIGGER_FIELDS",
+    "Concurrency",
+    "FileSpec",
+    "JobDefaults",
+    "JobSpec",
+    "file_schema",
+    "fingerprint",
+]
+
+JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+_TASK_PATTERN = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*([.:][A-Za-z_]\w*)$")
+TRIGGER_FIELDS = ("cron", "interval", "at")
+SCHEDULE_FIELDS = ("cron", "interval", "at", "timezone", "start", "end", "jitter")
+
+
+class Concurrency(StrEnum):
+    """What happens when a run is due while the previous run still goes."""
+
+    FORBID = "forbid"  # skip the new run, recorded `skipped`
+    ALLOW = "allow"  # run beside it, up to max_instances
+    REPLACE = "replace"  # cancel the running one, recorded `cancelled`, and start
+
+
+def _duration(value: object) -> timedelta:
+    return parse_duration(value)
+
+
+_DURATION_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?\s*(ms|w|d|h|m|s)\s*)+$|^\d+$"},
+        {"type": "integer", "minimum": 0},
+    ],
+    "description": "'30s', '5m', '1h30m', '2d', '1w', or an integer number of seconds",
+}
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema(_DURATION_SCHEMA),
+]
+
+
+def _check_timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        import difflib
+
+        close = difflib.get_close_matches(name, sorted(available_timezones()), n=1)
+        hint = (
+            f"; did you mean {close[0]!r}?"
+            if close
+            else "; use an IANA name such as 'Europe/Berlin'"
+        )
+        raise ValueError(f"unknown timezone {name!r}{hint}") from None
+    return name
+
+
+def _check_cron(expression: str) -> str:
+    CronExpression.parse(expression)
+    return expression
+
+
+def _check_task(path: str) -> str:
+    if not _TASK_PATTERN.match(path):
+        raise ValueError(
+            f"task {path!r} is not a dotted path; write 'package.module:function' "
+            "or 'package.module.function'"
+        )
+    return path
+
+
+TimezoneName = Annotated[StrictStr, AfterValidator(_check_timezone)]
+CronText = Annotated[StrictStr, AfterValidator(_check_cron)]
+TaskPath = Annotated[StrictStr, AfterValidator(_check_task)]
+
+
+class _Options(BaseModel):
+    """Every job field that `defaults` may set."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    timezone: TimezoneName = "UTC"
+    args: list[Any] = Field(default_factory=list)
+    kwargs: dict[StrictStr, Any] = Field(default_factory=dict)
+    paused: StrictBool = False
+    timeout: Duration | None = None
+    retries: StrictInt = Field(default=0, ge=0)
+    retry_delay: Duration = timedelta(seconds=10)
+    concurrency: Concurrency = Concurrency.FORBID
+    max_instances: StrictInt = Field(default=1, ge=1)
+    misfire_grace: Duration = timedelta(minutes=1)
+    coalesce: StrictBool = True
+    jitter: Duration = timedelta(0)
+    start: datetime | None = None
+    end: datetime | None = None
+    description: StrictStr | None = None
+    labels: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+
+
+OPTION_FIELDS = tuple(_Options.model_fields)
+
+
+class JobSpec(_Options):
+    """One declared job: a task, exactly one trigger, and its options."""
+
+    task: TaskPath
+    cron: CronText | None = None
+    interval: Duration | None = None
+    at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _rules(self) -> JobSpec:
+        triggers = [name for name in TRIGGER_FIELDS if getattr(self, name) is not None]
+        if len(triggers) != 1:
+            given = " and ".join(triggers) if triggers else "none"
+            raise FieldError(
+                triggers[1] if len(triggers) > 1 else None,
+                f"a job needs exactly one of cron, interval or at (given: {given}); "
+                'for example cron: "0 2 * * *" or interval: 5m',
+            )
+        if self.interval is not None and self.interval <= timedelta(0):
+            raise FieldError("interval", "interval must be greater than zero; write e.g. 30s or 5m")
+        if self.timeout is not None and self.timeout <= timedelta(0):
+            raise FieldError(
+                "timeout", "timeout must be greater than zero; write e.g. 10m, or leave it out"
+            )
+        if self.max_instances != 1 and self.concurrency is not Concurrency.ALLOW:
+            raise FieldError(
+                "max_instances",
+                "max_instances only applies with concurrency: allow; add concurrency: allow "
+                "or remove max_instances",
+            )
+        if self.start and self.end and _naive_cmp(self.start) >= _naive_cmp(self.end):
+            raise FieldError("end", "end must be after start")
+        return self
+
+    @property
+    def trigger_type(self) -> Literal["cron", "interval", "date"]:
+        if self.cron is not None:
+            return "cron"
+        return "interval" if self.interval is not None else "date"
+
+    def essence(self) -> dict[str, Any]:
+        """The canonical, JSON-ready form: what matters, nothing of where it was written."""
+        return self.model_dump(mode="json")
+
+    def schedule_essence(self) -> dict[str, Any]:
+        data = self.essence()
+        return {name: data[name] for name in SCHEDULE_FIELDS}
+
+
+def _naive_cmp(value: datetime) -> datetime:
+    return (
+        value.replace(tzinfo=None)
+        if value.tzinfo is None
+        else value.astimezone().replace(tzinfo=None)
+    )
+
+
+JobDefaults = create_model(  # type: ignore[call-overload]
+    "JobDefaults",
+    __config__=ConfigDict(frozen=True, extra="forbid"),
+    **{
+        name: (field.annotation | None, None)  # type: ignore[operator]
+        for name, field in _Options.model_fields.items()
+    },
+)
+JobDefaults.__doc__ = "Fields applied under every job of the file; the job's own values win."
+
+
+class FileSpec(BaseModel):
+    """A whole schedule file."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", title="schedctl schedule file")
+
+    version: Literal[1] = 1
+    defaults: JobDefaults | None = None  # type: ignore[valid-type]
+    jobs: dict[Annotated[str, Field(pattern=JOB_ID_PATTERN)], JobSpec] = Field(default_factory=dict)
+
+
+def file_schema() -> dict[str, Any]:
+    """The JSON Schema of a schedule file, for editors and CI."""
+    schema = FileSpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema
+
+
+def fingerprint(essence: Any) -> str:
+    """A short, stable hash of JSON-ready data."""
+    text = json.dumps(essence, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

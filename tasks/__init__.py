@@ -1,0 +1,1 @@
+"""Example task code. Schedule files point at these with dotted paths."""

@@ -1,0 +1,5 @@
+import engine.cron
+
+
+def test_x():
+    assert engine.cron
