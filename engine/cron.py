@@ -135,6 +135,7 @@ class CronExpression:
         # spring gap moves to the end of the gap, an ambiguous time takes its first
         # occurrence. Start an hour early so a wall time repeated in the autumn is seen.
         fields = self.fields if len(self.fields.split(" ")) == 6 else f"0 {self.fields}"
+        after_utc = after.astimezone(UTC)
         local = after.astimezone(tz).replace(tzinfo=None) - timedelta(hours=3)
         last: datetime | None = None
         for naive in CronSim(fields, local):
@@ -142,9 +143,11 @@ class CronExpression:
             while _imaginary(placed):
                 naive += timedelta(minutes=1)
                 placed = naive.replace(tzinfo=tz, fold=0)
-            if placed <= after or (last is not None and placed <= last):
+            # Compare instants, not wall clocks: same-zone datetimes compare ignoring fold.
+            instant = placed.astimezone(UTC)
+            if instant <= after_utc or (last is not None and instant <= last):
                 continue
-            last = placed
+            last = instant
             yield placed
 
 
@@ -152,8 +155,30 @@ def _imaginary(dt: datetime) -> bool:
     return dt != dt.astimezone(UTC).astimezone(dt.tzinfo)
 
 
+_UTC_NAMES = frozenset(
+    {
+        "UTC",
+        "Etc/UTC",
+        "Etc/UCT",
+        "UCT",
+        "Etc/Universal",
+        "Universal",
+        "Etc/Zulu",
+        "Zulu",
+        "GMT",
+        "Etc/GMT",
+        "Etc/GMT+0",
+        "Etc/GMT-0",
+        "Etc/GMT0",
+        "GMT0",
+        "GMT+0",
+        "GMT-0",
+        "Etc/Greenwich",
+        "Greenwich",
+    }
+)
+
+
 def _is_utc(tz: tzinfo) -> bool:
-    if tz is UTC:
-        return True
-    probe = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2000, 7, 1, tzinfo=UTC))
-    return all(p.astimezone(tz).utcoffset() == timedelta(0) for p in probe)
+    """Zones that never change offset need no wall-clock handling (a fast path only)."""
+    return tz is UTC or str(tz) in _UTC_NAMES

@@ -1,0 +1,252 @@
+"""The engine's state in SQL: job catalog, run history, engine facts. SQLAlchemy 2 Core.
+
+SQLite (embedded default, WAL) or PostgreSQL. The schema is versioned from the first
+release: ``schema_version`` holds the applied migration steps, and ``migrate()`` applies
+the missing ones in place, never dropping runtime jobs or history.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    event,
+    select,
+    text,
+)
+from sqlalchemy.engine import Engine, make_url
+
+__all__ = ["JobRow", "RunRow", "StateDB"]
+
+metadata = MetaData()
+
+schema_version = Table(
+    "schedctl_schema_version", metadata, Column("version", Integer, primary_key=True)
+)
+jobs = Table(
+    "schedctl_jobs",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("source", String(16), nullable=False),
+    Column("file", Text),
+    Column("line", Integer),
+    Column("col", Integer),
+    Column("essence", Text),  # declared: the canonical spec as JSON
+    Column("state", LargeBinary),  # runtime: the pickled APScheduler job state
+    Column("next_run_time", Float),  # UTC timestamp; NULL when paused or done
+    Column("runtime_paused", Boolean, nullable=False, default=False),
+    Column("done", Boolean, nullable=False, default=False),
+)
+runs = Table(
+    "schedctl_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(128), nullable=False, index=True),
+    Column("scheduled_at", Float, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("duration_s", Float),
+    Column("error", Text),
+    UniqueConstraint("job_id", "scheduled_at", "attempt", name="uq_schedctl_runs_claim"),
+)
+facts = Table(
+    "schedctl_facts",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+# Each migration is a list of statements run once, in order, by version number.
+# Version 1 is the tables above, created by metadata.create_all.
+MIGRATIONS: dict[int, Sequence[str]] = {1: ()}
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: str
+    source: str
+    file: str | None
+    line: int | None
+    column: int | None
+    essence: dict[str, Any] | None
+    state: bytes | None
+    next_run_time: float | None
+    runtime_paused: bool
+    done: bool
+
+
+@dataclass(frozen=True)
+class RunRow:
+    job_id: str
+    scheduled_at: float
+    attempt: int
+    status: str
+    started_at: float | None
+    finished_at: float | None
+    duration_s: float | None
+    error: str | None
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+class StateDB:
+    """One database: schema, migrations, bulk reads and writes. Thread-safe writes."""
+
+    def __init__(self, url: str) -> None:
+        parsed = make_url(url)
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        self.url = parsed
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        self.engine: Engine = create_engine(parsed, future=True)
+        if self.dialect == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._lock = threading.Lock()
+
+    def migrate(self) -> int:
+        """Create or upgrade the schema in place; return the version now applied."""
+        metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            applied = set(conn.scalars(select(schema_version.c.version)))
+            for version in sorted(MIGRATIONS):
+                if version in applied:
+                    continue
+                for statement in MIGRATIONS[version]:
+                    conn.execute(text(statement))
+                conn.execute(schema_version.insert().values(version=version))
+        return max(MIGRATIONS)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- jobs --------------------------------------------------------------------------
+
+    def load_jobs(self) -> list[JobRow]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(jobs)).all()
+        return [
+            JobRow(
+                r.id,
+                r.source,
+                r.file,
+                r.line,
+                r.col,
+                json.loads(r.essence) if r.essence else None,
+                r.state,
+                r.next_run_time,
+                bool(r.runtime_paused),
+                bool(r.done),
+            )
+            for r in rows
+        ]
+
+    def write_jobs(self, upserts: Iterable[dict[str, Any]], removals: Iterable[str]) -> None:
+        rows = list(upserts)
+        gone = list(removals)
+        if not rows and not gone:
+            return
+        with self._lock, self.engine.begin() as conn:
+            ids = [r["id"] for r in rows] + gone
+            for chunk in _chunks(ids, 500):
+                conn.execute(delete(jobs).where(jobs.c.id.in_(chunk)))
+            if rows:
+                conn.execute(jobs.insert(), rows)
+
+    # -- runs --------------------------------------------------------------------------
+
+    def write_runs(self, rows: Sequence[dict[str, Any]], keep: int) -> None:
+        """Upsert runs by (job, scheduled time, attempt), then keep the newest ``keep``."""
+        if not rows:
+            return
+        with self._lock, self.engine.begin() as conn:
+            insert = _upsert_insert(self.dialect)
+            for chunk in _chunks(rows, 500):
+                stmt = insert(runs).values(list(chunk))
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["job_id", "scheduled_at", "attempt"],
+                    set_={name: stmt.excluded[name] for name in _RUN_UPDATES},
+                )
+                conn.execute(stmt)
+            for job_id in {r["job_id"] for r in rows}:
+                newest = (
+                    select(runs.c.id)
+                    .where(runs.c.job_id == job_id)
+                    .order_by(runs.c.scheduled_at.desc(), runs.c.attempt.desc())
+                    .limit(keep)
+                    .scalar_subquery()
+                )
+                conn.execute(delete(runs).where(runs.c.job_id == job_id, runs.c.id.not_in(newest)))
+
+    def load_runs(self, keep: int) -> list[RunRow]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(runs).order_by(runs.c.job_id, runs.c.scheduled_at, runs.c.attempt)
+            ).all()
+        return [
+            RunRow(
+                r.job_id,
+                r.scheduled_at,
+                r.attempt,
+                r.status,
+                r.started_at,
+                r.finished_at,
+                r.duration_s,
+                r.error,
+            )
+            for r in rows
+        ]
+
+    # -- facts -------------------------------------------------------------------------
+
+    def put_fact(self, key: str, value: Any) -> None:
+        with self._lock, self.engine.begin() as conn:
+            conn.execute(delete(facts).where(facts.c.key == key))
+            conn.execute(facts.insert().values(key=key, value=json.dumps(value, default=str)))
+
+    def get_fact(self, key: str) -> Any:
+        with self.engine.connect() as conn:
+            found = conn.scalar(select(facts.c.value).where(facts.c.key == key))
+        return json.loads(found) if found is not None else None
+
+
+_RUN_UPDATES = ("status", "started_at", "finished_at", "duration_s", "error")
+
+
+def _upsert_insert(dialect: str) -> Any:
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -7,7 +7,7 @@ zone name, the window and the jitter.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -18,6 +18,19 @@ from engine.cron import CronExpression
 __all__ = ["CrontabTrigger"]
 
 _ONE_MICROSECOND = timedelta(microseconds=1)
+
+
+def _zone(timezone: str | tzinfo) -> ZoneInfo:
+    """Only IANA zones: they pickle by name and carry their DST rules."""
+    if isinstance(timezone, ZoneInfo):
+        return timezone
+    if timezone is UTC:
+        return ZoneInfo("UTC")
+    if isinstance(timezone, str):
+        return ZoneInfo(timezone)
+    raise ValueError(
+        f"timezone must be an IANA zone name such as 'Europe/Berlin', not {timezone!r}"
+    )
 
 
 class CrontabTrigger(BaseTrigger):
@@ -34,7 +47,7 @@ class CrontabTrigger(BaseTrigger):
         jitter: float | None = None,
     ) -> None:
         self.expression = expression
-        self.timezone = ZoneInfo(timezone) if isinstance(timezone, str) else timezone
+        self.timezone = _zone(timezone)
         self.start_date = start_date
         self.end_date = end_date
         self.jitter = jitter or None
@@ -46,9 +59,13 @@ class CrontabTrigger(BaseTrigger):
         # Like APScheduler's own triggers: after a previous fire, the next one strictly
         # after it (so runs missed while down come back for misfire handling); otherwise
         # the first one at or after now.
-        after = previous_fire_time if previous_fire_time is not None else now - _ONE_MICROSECOND
+        # Arithmetic in UTC: subtracting from a datetime in its zone would drop `fold`.
+        if previous_fire_time is not None:
+            after = previous_fire_time.astimezone(UTC)
+        else:
+            after = now.astimezone(UTC) - _ONE_MICROSECOND
         if self.start_date is not None and after < self.start_date:
-            after = self.start_date - _ONE_MICROSECOND
+            after = self.start_date.astimezone(UTC) - _ONE_MICROSECOND
         next_time = self._cron.next_after(after, self.timezone)
         if next_time is None or (self.end_date is not None and next_time > self.end_date):
             return None

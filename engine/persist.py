@@ -1,0 +1,82 @@
+"""Writes state to the database off the event loop, in batches.
+
+The loop only appends to in-memory queues; a thread wakes every ``interval`` seconds
+(or when told to flush) and writes everything queued in one transaction per table.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from engine.history import Run
+from engine.state import StateDB
+
+__all__ = ["Persister"]
+
+log = logging.getLogger("schedctl.persist")
+
+
+class Persister:
+    def __init__(
+        self,
+        db: StateDB,
+        job_row: Callable[[str], dict[str, Any] | None],
+        history_limit: int = 100,
+        interval: float = 0.2,
+    ) -> None:
+        self.db = db
+        self._job_row = job_row
+        self._limit = history_limit
+        self._interval = interval
+        self._runs: dict[tuple[str, float, int], dict[str, Any]] = {}
+        self._jobs: set[str] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="schedctl-persist", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def run_changed(self, run: Run) -> None:
+        row = run.as_row()
+        with self._lock:
+            self._runs[(row["job_id"], row["scheduled_at"], row["attempt"])] = row
+
+    def job_changed(self, job_id: str) -> None:
+        with self._lock:
+            self._jobs.add(job_id)
+
+    def flush(self) -> None:
+        """Write everything queued now, on the calling thread."""
+        with self._lock:
+            runs, self._runs = list(self._runs.values()), {}
+            job_ids, self._jobs = self._jobs, set()
+        upserts, removals = [], []
+        for job_id in job_ids:
+            row = self._job_row(job_id)
+            if row is None:
+                removals.append(job_id)
+            else:
+                upserts.append(row)
+        self.db.write_jobs(upserts, removals)
+        self.db.write_runs(runs, self._limit)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+        self.flush()
+
+    def _loop(self) -> None:
+        while not self._stopping:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:
+                log.exception("Writing state to the database failed; will retry.")
