@@ -14,13 +14,14 @@ import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from engine.errors import FieldError, Problem, TaskError
-from engine.spec import JOB_ID_PATTERN, OPTION_FIELDS, TRIGGER_FIELDS, JobSpec
+from engine.spec import JOB_ID_PATTERN, OPTION_FIELDS, TRIGGER_FIELDS, JobSpec, fingerprint
 from engine.tasks import resolve_task
 from engine.yamlio import Located, parse_yaml
 
@@ -41,6 +42,14 @@ class Declared:
     file: str
     line: int
     column: int
+
+    @cached_property
+    def essence(self) -> dict[str, Any]:
+        return self.spec.essence()
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return fingerprint(self.essence)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 from engine.spec import SCHEDULE_FIELDS, fingerprint
 
-__all__ = ["Change", "Desired", "LiveJob", "Op", "Plan", "Step", "plan"]
+__all__ = ["Change", "Desired", "LiveJob", "Op", "Plan", "Step", "plan", "revision_of"]
 
 
 class Op(StrEnum):
@@ -41,6 +41,7 @@ class Desired:
     """One declared job as the files want it: its essence and where it was written."""
 
     essence: Mapping[str, Any]
+    fingerprint: str
     file: str
     line: int = 1
     column: int = 1
@@ -54,6 +55,7 @@ class LiveJob:
     source: str  # "declared" | "runtime"
     file: str | None = None
     essence: Mapping[str, Any] | None = None  # declared jobs only
+    fingerprint: str | None = None
     runtime_paused: bool = False  # paused through the runtime API
 
 
@@ -103,7 +105,7 @@ def plan(
             continue
         if job.file in invalid_files or job_id in duplicate_ids:
             kept.add(job_id)
-            effective[job_id] = Desired(job.essence, job.file or "")
+            effective[job_id] = Desired(job.essence, job.fingerprint or "", job.file or "")
 
     for job_id in sorted(desired):
         if job_id in kept:
@@ -124,11 +126,19 @@ def plan(
             steps.append(Step(Op.REMOVE, job_id))
 
     steps.sort(key=lambda s: s.job_id)
-    revision = fingerprint({k: dict(v.essence) for k, v in sorted(effective.items())})
+    revision = revision_of(effective)
     return Plan(tuple(steps), effective, frozenset(kept), revision)
 
 
+def revision_of(effective: Mapping[str, Desired]) -> str:
+    """A short hash of the effective declared jobs: ids and their essences' fingerprints."""
+    return fingerprint([[job_id, effective[job_id].fingerprint] for job_id in sorted(effective)])
+
+
 def _compare(job_id: str, have: LiveJob, want: Desired) -> Step | None:
+    if have.fingerprint == want.fingerprint:
+        # Unchanged declaration: a runtime pause holds, and nothing is touched.
+        return Step(Op.MODIFY, job_id, want) if have.file != want.file else None
     old = dict(have.essence or {})
     new = dict(want.essence)
     changes = tuple(

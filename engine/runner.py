@@ -17,7 +17,6 @@ import functools
 import importlib
 import inspect
 import logging
-import random
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -49,8 +48,19 @@ def resolve(task: str) -> Callable[..., Any]:
     return target  # type: ignore[no-any-return]
 
 
-def run(task: str, args: list[Any] | None = None, kwargs: dict[str, Any] | None = None) -> Any:
-    """Call ``task`` once, synchronously: the textual target of every job."""
+def run(
+    task: str,
+    args: list[Any] | None = None,
+    kwargs: dict[str, Any] | None = None,
+    concurrency: str = "forbid",
+    max_instances: int = 1,
+    options: dict[str, Any] | None = None,
+) -> Any:
+    """Call ``task`` once, synchronously: the textual target of every job.
+
+    The engine's executor never calls this: it reads the same payload and runs it with
+    the policy (``concurrency``, ``max_instances``, ``options``) applied.
+    """
     result = resolve(task)(*(args or ()), **(kwargs or {}))
     if inspect.isawaitable(result):
         return asyncio.run(_await(result))
@@ -112,7 +122,3 @@ async def execute(
         else:
             log.warning("← %s %s: %s", job_id, status, error)
     return status
-
-
-def jitter_seconds(limit: float) -> float:
-    return random.uniform(0, limit) if limit > 0 else 0.0

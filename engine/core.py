@@ -1,0 +1,237 @@
+"""The engine: files -> loader -> reconciler -> scheduler facade, and the read models.
+
+One reconcile at a time; every trigger of a reconcile (start, file change, SIGHUP, the
+periodic resync) goes through ``request_reconcile()``, which coalesces bursts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+from engine.history import History, Run
+from engine.loader import Loader, Snapshot
+from engine.metrics import Metrics
+from engine.persist import Persister
+from engine.reconciler import Desired, plan
+from engine.scheduler.facade import SchedulerFacade
+from engine.settings import Settings
+from engine.state import StateDB
+from engine.tasks import ensure_cwd_on_path
+from engine.watcher import watch
+
+__all__ = ["Engine"]
+
+log = logging.getLogger("schedctl")
+VERSION = "0.1.0"
+
+
+class Engine:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self.metrics = Metrics()
+        self.db = StateDB(self.settings.database_url)
+        self.history = History(self.settings.history_limit, on_change=self._run_changed)
+        self.threads = ThreadPoolExecutor(
+            max_workers=self.settings.thread_pool_size, thread_name_prefix="schedctl-task"
+        )
+        self.facade = SchedulerFacade(self.history, self.threads, on_job_change=self._job_changed)
+        self.persister = Persister(self.db, self.facade.job_row, self.settings.history_limit)
+        self.loader = Loader(self.settings.task_modules, self.settings.timezone)
+        self.revision: str | None = None
+        self.last_reconcile: dict[str, Any] | None = None
+        self.ready = False
+        self.started = False
+        self._lock = asyncio.Lock()
+        self._dirty = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.reconciled = asyncio.Condition()
+        self.reconcile_count = 0
+
+    # -- hooks -------------------------------------------------------------------------
+
+    def _run_changed(self, run: Run) -> None:
+        self.persister.run_changed(run)
+        self.metrics.observe(run)
+
+    def _job_changed(self, job_id: str) -> None:
+        self.persister.job_changed(job_id)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Restore state, reconcile once, start firing, then watch the files."""
+        ensure_cwd_on_path()
+        await asyncio.to_thread(self.db.migrate)
+        rows = await asyncio.to_thread(self.db.load_jobs)
+        runs = await asyncio.to_thread(self.db.load_runs, self.settings.history_limit)
+        self.history.load(
+            Run(
+                r.job_id,
+                datetime.fromtimestamp(r.scheduled_at, UTC),
+                r.attempt,
+                r.status,
+                datetime.fromtimestamp(r.started_at, UTC) if r.started_at else None,
+                datetime.fromtimestamp(r.finished_at, UTC) if r.finished_at else None,
+                r.error,
+            )
+            for r in runs
+        )
+        snapshot = await asyncio.to_thread(self._scan)
+        self.facade.restore(rows, self._desired(snapshot))
+        await self._reconcile_snapshot(snapshot, "start", time.perf_counter())
+        self.persister.start()
+        self.facade.start()
+        self.metrics.leader.set(1)
+        self.started = True
+        self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="schedctl-reconcile"))
+        self._tasks.append(asyncio.create_task(self._resync_loop(), name="schedctl-resync"))
+        if self.settings.watch:
+            self._tasks.append(
+                asyncio.create_task(
+                    watch(self.settings.schedules_dir, self.request_reconcile, self._stop),
+                    name="schedctl-watch",
+                )
+            )
+
+    async def stop(self) -> None:
+        """Stop firing, let runs finish up to the grace, record the rest, close the database."""
+        self._stop.set()
+        self._dirty.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        await self.facade.stop(self.settings.shutdown_grace)
+        self.metrics.leader.set(0)
+        await asyncio.to_thread(self.persister.stop)
+        self.threads.shutdown(wait=False, cancel_futures=True)
+        self.db.close()
+        self.ready = False
+
+    # -- reconcile ---------------------------------------------------------------------
+
+    def request_reconcile(self) -> None:
+        self._dirty.set()
+
+    async def reconcile(self, reason: str = "request") -> dict[str, Any]:
+        """Scan the files and apply them now; return the report."""
+        started = time.perf_counter()
+        async with self._lock:
+            snapshot = await asyncio.to_thread(self._scan)
+            return await self._reconcile_snapshot(snapshot, reason, started, locked=True)
+
+    async def _reconcile_loop(self) -> None:
+        while not self._stop.is_set():
+            await self._dirty.wait()
+            if self._stop.is_set():
+                return
+            self._dirty.clear()
+            try:
+                await self.reconcile("change")
+            except Exception:
+                log.exception("Reconcile failed; the live jobs are unchanged.")
+
+    async def _resync_loop(self) -> None:
+        while not self._stop.is_set():
+            await asyncio.sleep(self.settings.resync_interval)
+            self.request_reconcile()
+
+    def _scan(self) -> Snapshot:
+        return self.loader.scan([self.settings.schedules_dir])
+
+    def _desired(self, snapshot: Snapshot) -> dict[str, Desired]:
+        return {
+            job_id: Desired(job.essence, job.fingerprint, job.file, job.line, job.column, job.spec)
+            for job_id, job in snapshot.jobs.items()
+        }
+
+    async def _reconcile_snapshot(
+        self, snapshot: Snapshot, reason: str, started: float, locked: bool = False
+    ) -> dict[str, Any]:
+        the_plan = plan(
+            self._desired(snapshot),
+            self.facade.live(),
+            snapshot.invalid_files,
+            set(snapshot.duplicates),
+        )
+        warnings = self.facade.apply(the_plan)
+        problems = snapshot.problems
+        counts = the_plan.counts()
+        duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        unchanged = len(the_plan.effective) - sum(
+            1 for s in the_plan.steps if s.op.value != "remove"
+        )
+        report = {
+            "at": datetime.now(UTC).isoformat(),
+            "duration_ms": duration_ms,
+            "added": counts["add"],
+            "updated": counts["reschedule"] + counts["modify"] + counts["pause"] + counts["resume"],
+            "removed": counts["remove"],
+            "unchanged": max(unchanged, 0),
+            "errors": [p.as_dict() for p in problems],
+        }
+        self.revision = the_plan.revision
+        self.last_reconcile = report
+        self.metrics.reconciles.labels("errors" if problems else "ok").inc()
+        self.metrics.reconcile_seconds.observe(duration_ms / 1000)
+        self._count_jobs()
+        for warning in warnings:
+            log.warning("%s", warning)
+        for problem in problems:
+            log.error("%s", problem)
+        if the_plan.steps or problems or reason == "start":
+            log.info(
+                "Reload applied: %d added, %d rescheduled, %d modified, %d removed, %d unchanged "
+                "(revision %s, %.0f ms)%s.",
+                counts["add"],
+                counts["reschedule"],
+                counts["modify"] + counts["pause"] + counts["resume"],
+                counts["remove"],
+                report["unchanged"],
+                the_plan.revision,
+                duration_ms,
+                f"; {len(problems)} problem(s) keep their files' jobs as they were"
+                if problems
+                else "",
+            )
+        async with self.reconciled:
+            self.reconcile_count += 1
+            self.reconciled.notify_all()
+        return report
+
+    def _count_jobs(self) -> None:
+        declared = sum(1 for e in self.facade.catalog.values() if e.source == "declared")
+        self.metrics.jobs.labels("declared").set(declared)
+        self.metrics.jobs.labels("runtime").set(len(self.facade.catalog) - declared)
+
+    # -- read models -------------------------------------------------------------------
+
+    def jobs(self) -> list[dict[str, Any]]:
+        infos = (self.facade.job_info(job_id) for job_id in sorted(self.facade.catalog))
+        return [info for info in infos if info is not None]
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        info = self.facade.job_info(job_id)
+        if info is None:
+            return None
+        info["runs"] = [run.as_dict() for run in self.history.runs(job_id)]
+        return info
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "revision": self.revision,
+            "role": "single",
+            "scheduler": "running" if self.facade.running else "stopped",
+            "jobs": len(self.facade.catalog),
+            "last_reconcile": self.last_reconcile,
+            "version": VERSION,
+        }

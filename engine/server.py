@@ -1,0 +1,31 @@
+"""``schedctl serve``: the engine and its status API under uvicorn."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from engine.app import create_app
+from engine.settings import Settings
+
+__all__ = ["serve"]
+
+
+def serve(settings: Settings) -> int:
+    """Run until SIGTERM or SIGINT; exit 0 after a clean stop."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        lifespan="on",
+        timeout_graceful_shutdown=int(settings.shutdown_grace) + 5,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1
