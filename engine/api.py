@@ -59,6 +59,12 @@ async def status(request: Request) -> dict[str, Any]:
     return _engine(request).status()
 
 
+@router.api_route("/specs", methods=_READ)
+async def specs(request: Request) -> dict[str, Any]:
+    """Canonical specs and fingerprints of every job (secrets redacted): for `schedctl plan`."""
+    return _engine(request).specs()
+
+
 @router.api_route("/metrics", methods=_READ)
 async def metrics(request: Request) -> Response:
     return Response(_engine(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)

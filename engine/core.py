@@ -19,6 +19,7 @@ from engine.loader import Loader, Snapshot
 from engine.metrics import Metrics
 from engine.persist import Persister
 from engine.reconciler import Desired, plan
+from engine.redact import redact
 from engine.scheduler.facade import SchedulerFacade
 from engine.settings import Settings
 from engine.state import StateDB
@@ -225,6 +226,22 @@ class Engine:
             return None
         info["runs"] = [run.as_dict() for run in self.history.runs(job_id)]
         return info
+
+    def specs(self) -> dict[str, Any]:
+        """Every job's canonical spec (secrets redacted) and fingerprint: for ``schedctl plan``."""
+        return {
+            "revision": self.revision,
+            "jobs": {
+                job_id: {
+                    "source": entry.source,
+                    "file": entry.file,
+                    "fingerprint": entry.fingerprint,
+                    "runtime_paused": entry.runtime_paused,
+                    "spec": redact(dict(entry.essence)) if entry.essence is not None else None,
+                }
+                for job_id, entry in sorted(self.facade.catalog.items())
+            },
+        }
 
     def status(self) -> dict[str, Any]:
         return {

@@ -26,6 +26,7 @@ from apscheduler.util import obj_to_ref, ref_to_obj
 from engine.errors import JobRefused
 from engine.history import History
 from engine.reconciler import Desired, LiveJob, Op, Plan, Step
+from engine.redact import redact
 from engine.runner import run
 from engine.scheduler.executor import RunnerExecutor
 from engine.scheduler.jobs import describe_trigger, payload, trigger_for
@@ -474,29 +475,3 @@ def _reference(func: Callable[..., Any]) -> str:
             "of a local object), so the job can be saved and run after a restart"
         )
     return ref
-
-
-_SECRET_WORDS = (
-    "password",
-    "passwd",
-    "pwd",
-    "secret",
-    "token",
-    "api_key",
-    "apikey",
-    "private_key",
-    "credential",
-    "auth",
-)
-
-
-def redact(value: Any) -> Any:
-    """Values whose key looks secret become ``"***"``, at any depth."""
-    if isinstance(value, Mapping):
-        return {
-            k: "***" if any(w in str(k).lower() for w in _SECRET_WORDS) else redact(v)
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
-    return value
