@@ -301,13 +301,15 @@ class _FileChecker:
         cause = (error.get("ctx") or {}).get("error")
         if isinstance(cause, FieldError):
             where = self._origin(job_id, body, cause.field) if cause.field else base
-            self.doc.problem(where, str(cause), key=cause.field in TRIGGER_FIELDS)
+            self.doc.problem(where, str(cause), key=cause.field in (None, *TRIGGER_FIELDS))
             return
         if not loc:
             self.doc.problem(base, _message(error), key=True)
             return
         name = str(loc[0])
         path = (*self._origin(job_id, body, name), *loc[1:])
+        if any(path[:end] in self.doc.refused for end in range(len(path) + 1)):
+            return  # the forbidden tag there is reported already
         if kind == "extra_forbidden":
             self.doc.problem(path, _unknown(name, _JOB_FIELDS, "field"), key=True)
         elif kind == "missing":
@@ -331,6 +333,8 @@ def _message(error: Any) -> str:
     text = text[0].lower() + text[1:]
     if error["type"] in ("datetime_type", "datetime_parsing", "datetime_from_date_parsing"):
         text += "; write an ISO 8601 date and time such as 2027-01-01T09:00:00"
+    elif error["type"] in ("bool_type", "bool_parsing"):
+        text += f" (got {error.get('input')!r}); write true or false"
     elif "input" in error and not isinstance(error["input"], dict | list):
         text += f" (got {error['input']!r})"
     return text

@@ -68,9 +68,9 @@ def _duration(value: object) -> timedelta:
 _DURATION_SCHEMA = {
     "anyOf": [
         {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?\s*(ms|w|d|h|m|s)\s*)+$|^\d+$"},
-        {"type": "integer", "minimum": 0},
+        {"type": "number", "minimum": 0},
     ],
-    "description": "'30s', '5m', '1h30m', '2d', '1w', or an integer number of seconds",
+    "description": "'30s', '5m', '1h30m', '2d', '1w', or a number of seconds",
 }
 Duration = Annotated[
     timedelta,

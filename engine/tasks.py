@@ -61,7 +61,7 @@ def resolve_task(path: str, prefixes: Sequence[str]) -> Callable[..., Any]:
         raise TaskError(
             f"task module {module_name!r} failed to import: ModuleNotFoundError: {exc}"
         ) from None
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a module calling sys.exit() must not end us
         raise TaskError(
             f"task module {module_name!r} failed to import: {type(exc).__name__}: {exc}"
         ) from None

@@ -1,0 +1,274 @@
+"""How ``Loader.scan`` finds schedule files, merges defaults, and caches parsed files."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from engine.loader import Loader, find_files
+from tests.conftest import MakePackage
+
+
+@pytest.fixture(autouse=True)
+def tasks_package(make_package: MakePackage) -> Path:
+    return make_package("tasks", {"jobs": "def nightly():\n    pass\n\n\ndef ping():\n    pass\n"})
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip("\n"))
+    return path
+
+
+def schedule(*job_ids: str, cron: str = "0 2 * * *") -> str:
+    """A schedule file declaring ``job_ids``, each a cron job of ``tasks.jobs:nightly``."""
+    body = "".join(
+        f'  {job_id}:\n    task: tasks.jobs:nightly\n    cron: "{cron}"\n' for job_id in job_ids
+    )
+    return "jobs:\n" + body
+
+
+def found(root: Path) -> list[str]:
+    return sorted(path.relative_to(root).as_posix() for path in find_files(root))
+
+
+# -- discovery ----------------------------------------------------------------------------
+
+
+def test_yaml_and_yml_files_are_found_recursively_and_nothing_else(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", schedule("a"))
+    write(tmp_path / "team" / "b.yml", schedule("b"))
+    write(tmp_path / "team" / "deep" / "er" / "c.yaml", schedule("c"))
+    write(tmp_path / "README.md", "# not a schedule\n")
+    write(tmp_path / "team" / "d.json", "{}\n")
+
+    assert found(tmp_path) == ["a.yaml", "team/b.yml", "team/deep/er/c.yaml"]
+    assert sorted(Loader().scan([tmp_path]).jobs) == ["a", "b", "c"]
+
+
+def test_a_symlinked_folder_is_followed(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    write(elsewhere / "shared.yaml", schedule("shared"))
+    root = tmp_path / "schedules"
+    write(root / "own.yaml", schedule("own"))
+    (root / "linked").symlink_to(elsewhere, target_is_directory=True)
+
+    assert found(root) == ["linked/shared.yaml", "own.yaml"]
+    assert sorted(Loader().scan([root]).jobs) == ["own", "shared"]
+
+
+def test_a_symlink_loop_is_walked_once(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", schedule("a"))
+    (tmp_path / "loop").symlink_to(tmp_path, target_is_directory=True)
+
+    assert found(tmp_path) == ["a.yaml"]
+
+
+def test_kubernetes_configmap_mount_is_read_once_through_its_visible_names(
+    tmp_path: Path,
+) -> None:
+    # What a mounted ConfigMap looks like: the data in a timestamped hidden folder,
+    # `..data` pointing at it, and the visible names pointing through `..data`.
+    write(tmp_path / "..2027_01_01_00_00_00.123" / "reports.yaml", schedule("report"))
+    (tmp_path / "..data").symlink_to("..2027_01_01_00_00_00.123", target_is_directory=True)
+    (tmp_path / "reports.yaml").symlink_to("..data/reports.yaml")
+
+    assert found(tmp_path) == ["reports.yaml"]
+    assert list(Loader().scan([tmp_path]).jobs) == ["report"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        ".hidden.yaml",
+        ".reports.yaml.swp",
+        "reports.yaml~",
+        ".git/config.yaml",
+        "..data/reports.yaml",
+    ],
+)
+def test_hidden_and_backup_names_are_skipped(tmp_path: Path, name: str) -> None:
+    write(tmp_path / "real.yaml", schedule("real"))
+    write(tmp_path / name, "this: [is not: valid\n")
+
+    assert found(tmp_path) == ["real.yaml"]
+    snapshot = Loader().scan([tmp_path])
+    assert snapshot.problems == []
+    assert list(snapshot.jobs) == ["real"]
+
+
+def test_a_file_given_directly_is_read(tmp_path: Path) -> None:
+    path = write(tmp_path / "one.yaml", schedule("one"))
+
+    assert list(Loader().scan([path]).jobs) == ["one"]
+
+
+def test_a_missing_root_is_a_problem(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+
+    assert [str(p) for p in Loader().scan([missing]).problems] == [
+        f"{missing}:1:1: error: no such file or folder"
+    ]
+
+
+# -- empty files, defaults, datetimes -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "\n\n", "# nothing scheduled yet\n# jobs:\n", "---\n", "jobs:\n", "jobs: {}\n"],
+    ids=["empty", "blank-lines", "comments-only", "document-marker", "jobs-null", "jobs-empty"],
+)
+def test_a_file_without_jobs_is_valid_and_declares_none(tmp_path: Path, text: str) -> None:
+    write(tmp_path / "empty.yaml", text)
+
+    snapshot = Loader().scan([tmp_path])
+
+    assert snapshot.problems == []
+    assert snapshot.jobs == {}
+    assert snapshot.files[str(tmp_path / "empty.yaml")].valid
+
+
+def test_defaults_apply_under_each_job_and_the_jobs_own_values_win(tmp_path: Path) -> None:
+    write(
+        tmp_path / "s.yaml",
+        """
+        defaults:
+          timezone: Europe/Berlin
+          timeout: 10m
+          retries: 2
+          labels: {team: ops}
+        jobs:
+          inherits:
+            task: tasks.jobs:nightly
+            cron: "0 2 * * *"
+          overrides:
+            task: tasks.jobs:ping
+            interval: 30s
+            timezone: America/New_York
+            retries: 0
+            labels: {team: web}
+        """,
+    )
+
+    jobs = Loader().scan([tmp_path]).jobs
+    inherits, overrides = jobs["inherits"].spec, jobs["overrides"].spec
+
+    assert (inherits.timezone, inherits.timeout, inherits.retries, inherits.labels) == (
+        "Europe/Berlin",
+        timedelta(minutes=10),
+        2,
+        {"team": "ops"},
+    )
+    assert (overrides.timezone, overrides.timeout, overrides.retries, overrides.labels) == (
+        "America/New_York",
+        timedelta(minutes=10),
+        0,
+        {"team": "web"},
+    )
+
+
+def test_timezone_setting_applies_when_the_file_names_none(tmp_path: Path) -> None:
+    write(tmp_path / "s.yaml", schedule("report"))
+
+    job = Loader(timezone="Asia/Tokyo").scan([tmp_path]).jobs["report"]
+
+    assert job.spec.timezone == "Asia/Tokyo"
+
+
+def test_naive_at_stays_naive_and_an_offset_is_kept(tmp_path: Path) -> None:
+    write(
+        tmp_path / "s.yaml",
+        """
+        defaults:
+          timezone: Europe/Berlin
+        jobs:
+          launch:
+            task: tasks.jobs:nightly
+            at: 2027-01-01T09:00:00
+          launch-utc:
+            task: tasks.jobs:nightly
+            at: 2027-01-01T09:00:00+00:00
+        """,
+    )
+
+    jobs = Loader().scan([tmp_path]).jobs
+
+    assert jobs["launch"].spec.at == datetime(2027, 1, 1, 9, 0)
+    assert jobs["launch"].spec.at.tzinfo is None
+    assert jobs["launch"].spec.timezone == "Europe/Berlin"
+    assert jobs["launch-utc"].spec.at == datetime(2027, 1, 1, 9, 0, tzinfo=UTC)
+
+
+def test_declared_job_knows_its_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "s.yaml", "# header\n" + schedule("report"))
+
+    job = Loader().scan([tmp_path]).jobs["report"]
+
+    assert (job.file, job.line, job.column) == (str(path), 3, 3)
+
+
+# -- cache and invalid files ----------------------------------------------------------------
+
+
+def test_rescan_reparses_only_the_file_that_changed(tmp_path: Path) -> None:
+    for name in ("a", "b", "c"):
+        write(tmp_path / f"{name}.yaml", schedule(name))
+    loader = Loader()
+    loader.scan([tmp_path])
+    assert loader.parsed == 3
+
+    loader.scan([tmp_path])
+    assert loader.parsed == 3
+
+    write(tmp_path / "b.yaml", schedule("b", cron="0 3 * * *"))
+    snapshot = loader.scan([tmp_path])
+
+    assert loader.parsed == 4
+    assert snapshot.jobs["b"].spec.cron == "0 3 * * *"
+
+
+def test_touching_a_file_without_changing_it_parses_nothing(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.yaml", schedule("a"))
+    loader = Loader()
+    loader.scan([tmp_path])
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+
+    loader.scan([tmp_path])
+
+    assert loader.parsed == 1
+
+
+def test_a_file_that_turns_invalid_keeps_no_jobs_and_other_files_still_apply(
+    tmp_path: Path,
+) -> None:
+    good = write(tmp_path / "good.yaml", schedule("good"))
+    flaky = write(tmp_path / "flaky.yaml", schedule("flaky", "flaky-too"))
+    loader = Loader()
+    assert sorted(loader.scan([tmp_path]).jobs) == ["flaky", "flaky-too", "good"]
+
+    flaky.write_text(flaky.read_text().replace('cron: "0 2 * * *"', 'cron: "0 2 * *"', 1))
+    snapshot = loader.scan([tmp_path])
+
+    assert snapshot.files[str(flaky)].jobs == {}
+    assert not snapshot.files[str(flaky)].valid
+    assert snapshot.files[str(good)].valid
+    assert list(snapshot.jobs) == ["good"]
+    assert snapshot.invalid_files == {str(flaky)}
+    assert [(p.file, p.line) for p in snapshot.problems] == [(str(flaky), 4)]
+
+
+def test_a_removed_file_drops_its_jobs(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", schedule("a"))
+    gone = write(tmp_path / "b.yaml", schedule("b"))
+    loader = Loader()
+    loader.scan([tmp_path])
+
+    gone.unlink()
+
+    assert list(loader.scan([tmp_path]).jobs) == ["a"]
