@@ -24,7 +24,7 @@ def _engine(request: Request) -> Engine:
     engine = getattr(request.app.state, "engine", None)
     if engine is None:
         raise HTTPException(503, "the schedctl engine is not attached to this app")
-    return engine  # type: ignore[no-any-return]
+    return engine
 
 
 @router.api_route("/healthz", methods=_READ)

@@ -42,42 +42,42 @@ def _scheduler() -> Any:
 
 
 async def add_job(func: Callable[..., Any], job_id: str | None = None, **kwargs: Any) -> str:
-    return await _scheduler().add_job(func, job_id, **kwargs)  # type: ignore[no-any-return]
+    return await _scheduler().add_job(func, job_id, **kwargs)
 
 
 async def add_cron_job(func: Callable[..., Any], job_id: str | None = None, **kwargs: Any) -> str:
-    return await _scheduler().add_cron_job(func, job_id, **kwargs)  # type: ignore[no-any-return]
+    return await _scheduler().add_cron_job(func, job_id, **kwargs)
 
 
 async def add_interval_job(
     func: Callable[..., Any], job_id: str | None = None, **kwargs: Any
 ) -> str:
-    return await _scheduler().add_interval_job(func, job_id, **kwargs)  # type: ignore[no-any-return]
+    return await _scheduler().add_interval_job(func, job_id, **kwargs)
 
 
 async def add_date_job(func: Callable[..., Any], job_id: str | None = None, **kwargs: Any) -> str:
-    return await _scheduler().add_date_job(func, job_id, **kwargs)  # type: ignore[no-any-return]
+    return await _scheduler().add_date_job(func, job_id, **kwargs)
 
 
 async def remove_job(job_id: str) -> bool:
-    return await _scheduler().remove_job(job_id)  # type: ignore[no-any-return]
+    return await _scheduler().remove_job(job_id)
 
 
 async def pause_job(job_id: str) -> bool:
-    return await _scheduler().pause_job(job_id)  # type: ignore[no-any-return]
+    return await _scheduler().pause_job(job_id)
 
 
 async def resume_job(job_id: str) -> bool:
-    return await _scheduler().resume_job(job_id)  # type: ignore[no-any-return]
+    return await _scheduler().resume_job(job_id)
 
 
 async def run_job(job_id: str) -> bool:
-    return await _scheduler().run_job(job_id)  # type: ignore[no-any-return]
+    return await _scheduler().run_job(job_id)
 
 
 async def get_job(job_id: str) -> dict[str, Any] | None:
-    return await _scheduler().get_job(job_id)  # type: ignore[no-any-return]
+    return await _scheduler().get_job(job_id)
 
 
 async def get_jobs() -> list[dict[str, Any]]:
-    return await _scheduler().get_jobs()  # type: ignore[no-any-return]
+    return await _scheduler().get_jobs()

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine.history import History, Run
+from engine.leader import Lease, lease_for
 from engine.loader import Loader, Snapshot
 from engine.metrics import Metrics
 from engine.persist import Persister
@@ -30,6 +31,22 @@ __all__ = ["Engine"]
 
 log = logging.getLogger("schedctl")
 VERSION = "0.1.0"
+LEASE_RETRY_S = 2.0  # a standby tries the lease this often: takeover well within 15 s
+
+
+def _runs(rows: Any) -> Any:
+    return (
+        Run(
+            r.job_id,
+            datetime.fromtimestamp(r.scheduled_at, UTC),
+            r.attempt,
+            r.status,
+            datetime.fromtimestamp(r.started_at, UTC) if r.started_at else None,
+            datetime.fromtimestamp(r.finished_at, UTC) if r.finished_at else None,
+            r.error,
+        )
+        for r in rows
+    )
 
 
 class Engine:
@@ -37,17 +54,19 @@ class Engine:
         self.settings = settings or Settings.from_env()
         self.metrics = Metrics()
         self.db = StateDB(self.settings.database_url)
-        self.history = History(self.settings.history_limit, on_change=self._run_changed)
+        self.lease: Lease = lease_for(self.db.dialect, self.db.url.database, self.db.engine)
         self.threads = ThreadPoolExecutor(
             max_workers=self.settings.thread_pool_size, thread_name_prefix="schedctl-task"
         )
-        self.facade = SchedulerFacade(self.history, self.threads, on_job_change=self._job_changed)
-        self.persister = Persister(self.db, self.facade.job_row, self.settings.history_limit)
         self.loader = Loader(self.settings.task_modules, self.settings.timezone)
+        self.history = History(self.settings.history_limit)
+        self.facade = SchedulerFacade(self.history, self.threads)
+        self.persister: Persister | None = None
+        self.leading = False
         self.revision: str | None = None
         self.last_reconcile: dict[str, Any] | None = None
         self.ready = False
-        self.started = False
+        self._specs: dict[str, Any] = {}  # parsed specs by fingerprint, for standby views
         self._lock = asyncio.Lock()
         self._dirty = asyncio.Event()
         self._stop = asyncio.Event()
@@ -55,51 +74,94 @@ class Engine:
         self.reconciled = asyncio.Condition()
         self.reconcile_count = 0
 
-    # -- hooks -------------------------------------------------------------------------
-
-    def _run_changed(self, run: Run) -> None:
-        self.persister.run_changed(run)
-        self.metrics.observe(run)
-
-    def _job_changed(self, job_id: str) -> None:
-        self.persister.job_changed(job_id)
-
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Restore state, reconcile once, start firing, then watch the files."""
+        """Take the lease and lead (restore, reconcile, fire, watch), or stand by."""
         ensure_cwd_on_path()
         await asyncio.to_thread(self.db.migrate)
+        if await asyncio.to_thread(self.lease.try_acquire):
+            await self._lead()
+        else:
+            log.info("Another process holds the leader lease; standing by.")
+            await self._refresh_view()
+            self._spawn(self._stand_by(), "schedctl-standby")
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))
+
+    async def _lead(self) -> None:
+        history = History(self.settings.history_limit, on_change=self._run_changed)
+        facade = SchedulerFacade(
+            history,
+            self.threads,
+            on_job_change=self._job_changed,
+            db_claim=self._db_claim if self.lease.shared else None,
+        )
+        self.persister = Persister(self.db, facade.job_row, self.settings.history_limit)
         rows = await asyncio.to_thread(self.db.load_jobs)
         runs = await asyncio.to_thread(self.db.load_runs, self.settings.history_limit)
-        self.history.load(
-            Run(
-                r.job_id,
-                datetime.fromtimestamp(r.scheduled_at, UTC),
-                r.attempt,
-                r.status,
-                datetime.fromtimestamp(r.started_at, UTC) if r.started_at else None,
-                datetime.fromtimestamp(r.finished_at, UTC) if r.finished_at else None,
-                r.error,
-            )
-            for r in runs
-        )
+        history.load(_runs(runs), taking_over=True)
         snapshot = await asyncio.to_thread(self._scan)
-        self.facade.restore(rows, self._desired(snapshot))
+        facade.restore(rows, self._desired(snapshot), self._specs)
+        self.history, self.facade, self.leading = history, facade, True
         await self._reconcile_snapshot(snapshot, "start", time.perf_counter())
         self.persister.start()
         self.facade.start()
         self.metrics.leader.set(1)
-        self.started = True
-        self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="schedctl-reconcile"))
-        self._tasks.append(asyncio.create_task(self._resync_loop(), name="schedctl-resync"))
+        self._spawn(self._reconcile_loop(), "schedctl-reconcile")
+        self._spawn(self._resync_loop(), "schedctl-resync")
+        if self.lease.shared:
+            self._spawn(self._hold_lease(), "schedctl-lease")
         if self.settings.watch:
-            self._tasks.append(
-                asyncio.create_task(
-                    watch(self.settings.schedules_dir, self.request_reconcile, self._stop),
-                    name="schedctl-watch",
-                )
+            self._spawn(
+                watch(self.settings.schedules_dir, self.request_reconcile, self._stop),
+                "schedctl-watch",
             )
+
+    def _db_claim(self, job_id: str, run_time: datetime) -> bool:
+        return self.db.claim_run(job_id, run_time.timestamp())
+
+    async def _stand_by(self) -> None:
+        """Serve the leader's state from the database; take over when the lease frees."""
+        while not self._stop.is_set():
+            await asyncio.sleep(LEASE_RETRY_S)
+            try:
+                if await asyncio.to_thread(self.lease.try_acquire):
+                    log.info("Took the leader lease; this process fires jobs now.")
+                    await self._lead()
+                    return
+                await self._refresh_view()
+            except Exception:
+                log.exception("Standby refresh failed; will retry.")
+
+    async def _hold_lease(self) -> None:
+        while not self._stop.is_set():
+            await asyncio.sleep(LEASE_RETRY_S)
+            if not await asyncio.to_thread(self.lease.still_held):
+                log.error("Lost the leader lease: stopping firing and standing by.")
+                await self.facade.stop(0)
+                self.leading = False
+                self.metrics.leader.set(0)
+                self._spawn(self._stand_by(), "schedctl-standby")
+                return
+
+    async def _refresh_view(self) -> None:
+        rows, runs, revision, report = await asyncio.to_thread(self._read_view)
+        history = History(self.settings.history_limit)
+        history.load(_runs(runs), taking_over=False)
+        facade = SchedulerFacade(history, self.threads)
+        facade.restore(rows, {}, self._specs)
+        self.history, self.facade = history, facade
+        self.revision, self.last_reconcile = revision, report
+
+    def _read_view(self) -> tuple[Any, Any, Any, Any]:
+        return (
+            self.db.load_jobs(),
+            self.db.load_runs(self.settings.history_limit),
+            self.db.get_fact("revision"),
+            self.db.get_fact("last_reconcile"),
+        )
 
     async def stop(self) -> None:
         """Stop firing, let runs finish up to the grace, record the rest, close the database."""
@@ -111,24 +173,40 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
-        await self.facade.stop(self.settings.shutdown_grace)
+        if self.leading:
+            await self.facade.stop(self.settings.shutdown_grace)
         self.metrics.leader.set(0)
-        await asyncio.to_thread(self.persister.stop)
+        if self.persister is not None:
+            await asyncio.to_thread(self.persister.stop)
         self.threads.shutdown(wait=False, cancel_futures=True)
+        await asyncio.to_thread(self.lease.release)
         self.db.close()
         self.ready = False
+
+    # -- hooks -------------------------------------------------------------------------
+
+    def _run_changed(self, run: Run) -> None:
+        if self.persister is not None:
+            self.persister.run_changed(run)
+        self.metrics.observe(run)
+
+    def _job_changed(self, job_id: str) -> None:
+        if self.persister is not None:
+            self.persister.job_changed(job_id)
 
     # -- reconcile ---------------------------------------------------------------------
 
     def request_reconcile(self) -> None:
         self._dirty.set()
 
-    async def reconcile(self, reason: str = "request") -> dict[str, Any]:
-        """Scan the files and apply them now; return the report."""
+    async def reconcile(self, reason: str = "request") -> dict[str, Any] | None:
+        """Scan the files and apply them now; return the report (None on a standby)."""
+        if not self.leading:
+            return None
         started = time.perf_counter()
         async with self._lock:
             snapshot = await asyncio.to_thread(self._scan)
-            return await self._reconcile_snapshot(snapshot, reason, started, locked=True)
+            return await self._reconcile_snapshot(snapshot, reason, started)
 
     async def _reconcile_loop(self) -> None:
         while not self._stop.is_set():
@@ -156,7 +234,7 @@ class Engine:
         }
 
     async def _reconcile_snapshot(
-        self, snapshot: Snapshot, reason: str, started: float, locked: bool = False
+        self, snapshot: Snapshot, reason: str, started: float
     ) -> dict[str, Any]:
         the_plan = plan(
             self._desired(snapshot),
@@ -182,6 +260,9 @@ class Engine:
         }
         self.revision = the_plan.revision
         self.last_reconcile = report
+        if self.persister is not None:
+            self.persister.fact_changed("revision", self.revision)
+            self.persister.fact_changed("last_reconcile", report)
         self.metrics.reconciles.labels("errors" if problems else "ok").inc()
         self.metrics.reconcile_seconds.observe(duration_ms / 1000)
         self._count_jobs()
@@ -243,11 +324,17 @@ class Engine:
             },
         }
 
+    @property
+    def role(self) -> str:
+        if not self.leading:
+            return "standby"
+        return "leader" if self.lease.shared else "single"
+
     def status(self) -> dict[str, Any]:
         return {
             "revision": self.revision,
-            "role": "single",
-            "scheduler": "running" if self.facade.running else "stopped",
+            "role": self.role,
+            "scheduler": "running" if self.leading and self.facade.running else "stopped",
             "jobs": len(self.facade.catalog),
             "last_reconcile": self.last_reconcile,
             "version": VERSION,

@@ -113,10 +113,16 @@ class History:
             runs = self._runs[run.job_id] = deque(maxlen=self.limit)
         runs.append(run)
 
-    def load(self, runs: Iterable[Run]) -> None:
-        """Runs read back from the database at start, oldest first."""
+    def load(self, runs: Iterable[Run], *, taking_over: bool = True) -> None:
+        """Runs read back from the database, oldest first.
+
+        ``taking_over``: this process now fires the jobs, so a run still marked running
+        belonged to a process that is gone; a standby's read-only view keeps it as it is.
+        """
         for run in runs:
-            if run.status == "running":  # the process died under it
+            if run.status == "running" and not taking_over:
+                self._running[run.job_id] = self._running.get(run.job_id, 0) + 1
+            elif run.status == "running":  # the process died under it
                 run.status = "cancelled"
                 run.error = "the engine stopped while this run was in progress"
                 run.finished_at = run.finished_at or run.started_at or run.scheduled_at

@@ -33,6 +33,7 @@ class Persister:
         self._interval = interval
         self._runs: dict[tuple[str, float, int], dict[str, Any]] = {}
         self._jobs: set[str] = set()
+        self._facts: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = False
@@ -50,11 +51,16 @@ class Persister:
         with self._lock:
             self._jobs.add(job_id)
 
+    def fact_changed(self, key: str, value: Any) -> None:
+        with self._lock:
+            self._facts[key] = value
+
     def flush(self) -> None:
         """Write everything queued now, on the calling thread."""
         with self._lock:
             runs, self._runs = list(self._runs.values()), {}
             job_ids, self._jobs = self._jobs, set()
+            facts, self._facts = self._facts, {}
         upserts, removals = [], []
         for job_id in job_ids:
             row = self._job_row(job_id)
@@ -64,6 +70,8 @@ class Persister:
                 upserts.append(row)
         self.db.write_jobs(upserts, removals)
         self.db.write_runs(runs, self._limit)
+        for key, value in facts.items():
+            self.db.put_fact(key, value)
 
     def stop(self) -> None:
         self._stopping = True

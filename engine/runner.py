@@ -45,7 +45,7 @@ def resolve(task: str) -> Callable[..., Any]:
     target: Any = importlib.import_module(module_name)
     for part in qualname.split("."):
         target = getattr(target, part)
-    return target  # type: ignore[no-any-return]
+    return target
 
 
 def run(

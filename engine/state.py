@@ -204,6 +204,18 @@ class StateDB:
                 )
                 conn.execute(delete(runs).where(runs.c.job_id == job_id, runs.c.id.not_in(newest)))
 
+    def claim_run(self, job_id: str, scheduled_at: float) -> bool:
+        """Insert the first attempt of a run; False if another process inserted it first."""
+        insert = _upsert_insert(self.dialect)
+        stmt = (
+            insert(runs)
+            .values(job_id=job_id, scheduled_at=scheduled_at, attempt=1, status="running")
+            .on_conflict_do_nothing(index_elements=["job_id", "scheduled_at", "attempt"])
+            .returning(runs.c.id)
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).scalar() is not None
+
     def load_runs(self, keep: int) -> list[RunRow]:
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -240,11 +252,10 @@ _RUN_UPDATES = ("status", "started_at", "finished_at", "duration_s", "error")
 
 
 def _upsert_insert(dialect: str) -> Any:
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert
+    """The dialect's INSERT with ON CONFLICT (both SQLite and PostgreSQL have it)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

@@ -9,8 +9,10 @@ dropped, and ``concurrency`` is applied (forbid: ``skipped``; allow: up to
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 from typing import Any
@@ -28,10 +30,17 @@ _CLAIMS_KEPT = 100_000
 
 
 class RunnerExecutor(BaseExecutor):
-    def __init__(self, history: History, threads: Executor) -> None:
+    def __init__(
+        self,
+        history: History,
+        threads: Executor,
+        db_claim: Callable[[str, datetime], bool] | None = None,
+    ) -> None:
         super().__init__()
         self.history = history
         self.threads = threads
+        self.db_claim = db_claim  # with replicas: claim each run in the shared database
+        self.claiming: set[asyncio.Task[None]] = set()
         self.active: dict[str, set[asyncio.Task[str]]] = {}
         self._claimed: set[tuple[str, float]] = set()
         self._claim_order: deque[tuple[str, float]] = deque()
@@ -72,6 +81,27 @@ class RunnerExecutor(BaseExecutor):
         self.submit_job(job, run_times)
 
     def start_run(self, job: Job, run_time: datetime) -> bool:
+        """Claim the run (in the database, with replicas), then start it; False if skipped."""
+        if self.db_claim is None:
+            return self._start(job, run_time)
+        assert self._loop is not None
+        claiming = self._loop.create_task(self._claim_then_start(job, run_time))
+        self.claiming.add(claiming)
+        claiming.add_done_callback(self.claiming.discard)
+        return True
+
+    async def _claim_then_start(self, job: Job, run_time: datetime) -> None:
+        assert self.db_claim is not None
+        if await asyncio.to_thread(self.db_claim, job.id, run_time):
+            self._start(job, run_time)
+        else:
+            log.warning(
+                "Run of %s at %s is claimed by another replica; not running it here.",
+                job.id,
+                run_time.isoformat(),
+            )
+
+    def _start(self, job: Job, run_time: datetime) -> bool:
         """Apply the job's concurrency policy and start the run; False if skipped."""
         data = job.kwargs
         concurrency = data.get("concurrency", "forbid")
@@ -89,7 +119,6 @@ class RunnerExecutor(BaseExecutor):
                 + (f", max_instances: {limit})" if concurrency == "allow" else ")"),
             )
             return False
-        options = RunOptions(**data.get("options", {}))
         assert self._loop is not None
         task = self._loop.create_task(
             execute(
@@ -98,14 +127,14 @@ class RunnerExecutor(BaseExecutor):
                 data["task"],
                 list(data.get("args") or ()),
                 dict(data.get("kwargs") or {}),
-                options,
+                RunOptions(**data.get("options", {})),
                 self.history,
                 self.threads,
             ),
             name=f"schedctl-run:{job.id}",
         )
         running.add(task)
-        task.add_done_callback(lambda t, job_id=job.id: self._done(job_id, t))
+        task.add_done_callback(functools.partial(self._done, job.id))
         return True
 
     def _done(self, job_id: str, task: asyncio.Task[str]) -> None:
@@ -119,6 +148,8 @@ class RunnerExecutor(BaseExecutor):
 
     async def drain(self, grace: float) -> None:
         """Let runs finish for up to ``grace`` seconds, then cancel (recorded cancelled)."""
+        if self.claiming:
+            await asyncio.wait(self.claiming, timeout=grace)
         tasks = [t for running in self.active.values() for t in running]
         if not tasks:
             return

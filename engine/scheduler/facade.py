@@ -31,7 +31,7 @@ from engine.runner import run
 from engine.scheduler.executor import RunnerExecutor
 from engine.scheduler.jobs import describe_trigger, payload, trigger_for
 from engine.scheduler.store import HeapJobStore
-from engine.spec import JobSpec
+from engine.spec import JobSpec, fingerprint
 from engine.state import JobRow
 
 __all__ = ["Entry", "SchedulerFacade"]
@@ -62,11 +62,12 @@ class SchedulerFacade:
         history: History,
         threads: Executor,
         on_job_change: Callable[[str], None] | None = None,
+        db_claim: Callable[[str, datetime], bool] | None = None,
     ) -> None:
         self.history = history
         self._changed = on_job_change or (lambda job_id: None)
         self.store = HeapJobStore(on_change=self._changed)
-        self.executor = RunnerExecutor(history, threads)
+        self.executor = RunnerExecutor(history, threads, db_claim)
         self.scheduler = AsyncIOScheduler(
             timezone=UTC,
             jobstores={"default": self.store},
@@ -105,15 +106,24 @@ class SchedulerFacade:
             for job_id, e in self.catalog.items()
         }
 
-    def restore(self, rows: Iterable[JobRow], desired: Mapping[str, Desired]) -> None:
-        """Put back the jobs the previous process saved, with their next run times."""
+    def restore(
+        self,
+        rows: Iterable[JobRow],
+        desired: Mapping[str, Desired],
+        specs: dict[str, JobSpec] | None = None,
+    ) -> None:
+        """Put back the jobs the previous process saved, with their next run times.
+
+        ``specs`` caches parsed specs by fingerprint across calls (a standby's refresh).
+        """
         now = datetime.now(UTC)
+        specs = {} if specs is None else specs
         for row in rows:
             try:
                 if row.source == "runtime":
                     self._restore_runtime(row)
                 else:
-                    self._restore_declared(row, desired.get(row.id), now)
+                    self._restore_declared(row, desired.get(row.id), now, specs)
             except Exception as exc:
                 log.warning(
                     "Could not restore job %r from the database (%s); skipping it.", row.id, exc
@@ -130,13 +140,14 @@ class SchedulerFacade:
         self.store.add_job(job)
         self.catalog[row.id] = Entry(row.id, "runtime", runtime_paused=row.runtime_paused)
 
-    def _restore_declared(self, row: JobRow, want: Desired | None, now: datetime) -> None:
-        from engine.spec import fingerprint
-
+    def _restore_declared(
+        self, row: JobRow, want: Desired | None, now: datetime, specs: dict[str, JobSpec]
+    ) -> None:
         assert row.essence is not None
         fp = fingerprint(row.essence)
-        spec = want.spec if want is not None and want.fingerprint == fp else None
-        spec = spec or JobSpec.model_validate(row.essence)
+        spec = want.spec if want is not None and want.fingerprint == fp else specs.get(fp)
+        if spec is None:
+            spec = specs[fp] = JobSpec.model_validate(row.essence)
         entry = Entry(
             row.id,
             "declared",
