@@ -71,6 +71,7 @@ class Engine:
         self._dirty = asyncio.Event()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._leader_tasks: list[asyncio.Task[None]] = []
         self.reconciled = asyncio.Condition()
         self.reconcile_count = 0
 
@@ -109,15 +110,20 @@ class Engine:
         self.persister.start()
         self.facade.start()
         self.metrics.leader.set(1)
-        self._spawn(self._reconcile_loop(), "schedctl-reconcile")
-        self._spawn(self._resync_loop(), "schedctl-resync")
+        self._leader_tasks = [
+            asyncio.create_task(self._reconcile_loop(), name="schedctl-reconcile"),
+            asyncio.create_task(self._resync_loop(), name="schedctl-resync"),
+        ]
+        if self.settings.watch:
+            self._leader_tasks.append(
+                asyncio.create_task(
+                    watch(self.settings.schedules_dir, self.request_reconcile, self._stop),
+                    name="schedctl-watch",
+                )
+            )
+        self._tasks.extend(self._leader_tasks)
         if self.lease.shared:
             self._spawn(self._hold_lease(), "schedctl-lease")
-        if self.settings.watch:
-            self._spawn(
-                watch(self.settings.schedules_dir, self.request_reconcile, self._stop),
-                "schedctl-watch",
-            )
 
     def _db_claim(self, job_id: str, run_time: datetime) -> bool:
         return self.db.claim_run(job_id, run_time.timestamp())
@@ -140,9 +146,15 @@ class Engine:
             await asyncio.sleep(LEASE_RETRY_S)
             if not await asyncio.to_thread(self.lease.still_held):
                 log.error("Lost the leader lease: stopping firing and standing by.")
-                await self.facade.stop(0)
                 self.leading = False
                 self.metrics.leader.set(0)
+                for task in self._leader_tasks:
+                    task.cancel()
+                await self.facade.stop(0)
+                if self.persister is not None:
+                    # Another process may lead now: what is queued here is stale, not saved.
+                    await asyncio.to_thread(self.persister.stop, False)
+                    self.persister = None
                 self._spawn(self._stand_by(), "schedctl-standby")
                 return
 

@@ -73,17 +73,21 @@ class Persister:
         for key, value in facts.items():
             self.db.put_fact(key, value)
 
-    def stop(self) -> None:
+    def stop(self, flush: bool = True) -> None:
+        """Stop the writer thread; write what is queued unless ``flush`` is False."""
         self._stopping = True
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout=30)
-        self.flush()
+        if flush:
+            self.flush()
 
     def _loop(self) -> None:
-        while not self._stopping:
+        while True:
             self._wake.wait(self._interval)
             self._wake.clear()
+            if self._stopping:
+                return
             try:
                 self.flush()
             except Exception:

@@ -37,7 +37,7 @@ from engine.state import JobRow
 __all__ = ["Entry", "SchedulerFacade"]
 
 log = logging.getLogger("schedctl.scheduler")
-DEFAULT_GRACE = 60.0
+DEFAULT_GRACE = 60  # seconds; APScheduler requires an int
 
 
 @dataclass
@@ -66,7 +66,7 @@ class SchedulerFacade:
     ) -> None:
         self.history = history
         self._changed = on_job_change or (lambda job_id: None)
-        self.store = HeapJobStore(on_change=self._changed)
+        self.store = HeapJobStore(on_change=self._store_changed)
         self.executor = RunnerExecutor(history, threads, db_claim)
         self.scheduler = AsyncIOScheduler(
             timezone=UTC,
@@ -80,6 +80,17 @@ class SchedulerFacade:
         )
         self.catalog: dict[str, Entry] = {}
         self.calls = 0  # job-store mutations made for plans and the runtime API
+
+    def _store_changed(self, job_id: str) -> None:
+        # A runtime one-shot that has run is gone from the store: it is gone for good.
+        entry = self.catalog.get(job_id)
+        if (
+            entry is not None
+            and entry.source == "runtime"
+            and self.store.lookup_job(job_id) is None
+        ):
+            del self.catalog[job_id]
+        self._changed(job_id)
 
     # -- lifecycle ---------------------------------------------------------------------
 
