@@ -61,17 +61,35 @@ class Persister:
             runs, self._runs = list(self._runs.values()), {}
             job_ids, self._jobs = self._jobs, set()
             facts, self._facts = self._facts, {}
-        upserts, removals = [], []
-        for job_id in job_ids:
-            row = self._job_row(job_id)
-            if row is None:
-                removals.append(job_id)
-            else:
-                upserts.append(row)
-        self.db.write_jobs(upserts, removals)
-        self.db.write_runs(runs, self._limit)
-        for key, value in facts.items():
-            self.db.put_fact(key, value)
+        try:
+            upserts, removals = [], []
+            for job_id in job_ids:
+                row = self._job_row(job_id)
+                if row is None:
+                    removals.append(job_id)
+                else:
+                    upserts.append(row)
+            self.db.write_jobs(upserts, removals)
+            job_ids = set()
+            self.db.write_runs(runs, self._limit)
+            runs = []
+            for key in list(facts):
+                self.db.put_fact(key, facts[key])
+                del facts[key]
+        except BaseException:
+            self._requeue(runs, job_ids, facts)
+            raise
+
+    def _requeue(
+        self, runs: list[dict[str, Any]], job_ids: set[str], facts: dict[str, Any]
+    ) -> None:
+        """Put back what a failed write did not save; anything queued since is newer and wins."""
+        with self._lock:
+            for row in runs:
+                self._runs.setdefault((row["job_id"], row["scheduled_at"], row["attempt"]), row)
+            self._jobs |= job_ids
+            for key, value in facts.items():
+                self._facts.setdefault(key, value)
 
     def stop(self, flush: bool = True) -> None:
         """Stop the writer thread; write what is queued unless ``flush`` is False."""

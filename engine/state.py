@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError
 
 __all__ = ["JobRow", "RunRow", "StateDB"]
 
@@ -78,6 +80,7 @@ facts = Table(
 # Each migration is a list of statements run once, in order, by version number.
 # Version 1 is the tables above, created by metadata.create_all.
 MIGRATIONS: dict[int, Sequence[str]] = {1: ()}
+MIGRATION_LOCK = 0x5C4ED_C72
 
 
 @dataclass(frozen=True)
@@ -130,10 +133,27 @@ class StateDB:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._lock = threading.Lock()
 
-    def migrate(self) -> int:
-        """Create or upgrade the schema in place; return the version now applied."""
-        metadata.create_all(self.engine)
+    def migrate(self, attempts: int = 20) -> int:
+        """Create or upgrade the schema in place; return the version now applied.
+
+        Safe when several processes start at once on an empty database: PostgreSQL
+        serialises them on an advisory lock; SQLite's racers retry after the winner.
+        """
+        for attempt in range(attempts):
+            try:
+                self._migrate_once()
+                return max(MIGRATIONS)
+            except DBAPIError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _migrate_once(self) -> None:
         with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
+            metadata.create_all(conn)
             applied = set(conn.scalars(select(schema_version.c.version)))
             for version in sorted(MIGRATIONS):
                 if version in applied:
@@ -141,7 +161,6 @@ class StateDB:
                 for statement in MIGRATIONS[version]:
                     conn.execute(text(statement))
                 conn.execute(schema_version.insert().values(version=version))
-        return max(MIGRATIONS)
 
     def close(self) -> None:
         self.engine.dispose()

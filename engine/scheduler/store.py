@@ -46,7 +46,7 @@ class HeapJobStore(BaseJobStore):
             heapq.heappush(self._heap, entry)
         seen: set[str] = set()
         jobs = []
-        for _, _, job_id in sorted(due):
+        for _, _, job_id in sorted(due, key=lambda entry: (entry[0], entry[2])):
             if job_id not in seen:
                 seen.add(job_id)
                 jobs.append(self._jobs[job_id])

@@ -1,0 +1,521 @@
+"""The state database (``StateDB``) and its batch writer (``Persister``).
+
+Every database test runs twice: on embedded SQLite and on the local PostgreSQL server.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import DBAPIError
+
+from engine import state
+from engine.history import Run
+from engine.persist import Persister
+from engine.state import JobRow, RunRow, StateDB
+
+T0 = datetime(2030, 1, 1, 2, 0, tzinfo=UTC)
+ESSENCE = {"task": "tasks.reports:nightly", "cron": "0 2 * * *", "args": ["pdf"], "retries": 2}
+RUNTIME_STATE = pickle.dumps({"id": "adhoc", "func": "tasks.health:ping", "args": (1, "x")})
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[StateDB]:
+    database = StateDB(database_url)
+    database.migrate()
+    yield database
+    database.close()
+
+
+def declared_row(job_id: str = "nightly", **overrides: Any) -> dict[str, Any]:
+    """A row as the scheduler facade writes it for a declared job."""
+    row = {
+        "id": job_id,
+        "source": "declared",
+        "file": "schedules/reports.yaml",
+        "line": 3,
+        "col": 3,
+        "essence": json.dumps(ESSENCE, sort_keys=True),
+        "state": None,
+        "next_run_time": T0.timestamp() + 0.25,
+        "runtime_paused": False,
+        "done": False,
+    }
+    return {**row, **overrides}
+
+
+def runtime_row(job_id: str = "adhoc", **overrides: Any) -> dict[str, Any]:
+    """A row as the scheduler facade writes it for a job added through the runtime API."""
+    row = {
+        "id": job_id,
+        "source": "runtime",
+        "file": None,
+        "line": None,
+        "col": None,
+        "essence": None,
+        "state": RUNTIME_STATE,
+        "next_run_time": None,
+        "runtime_paused": True,
+        "done": False,
+    }
+    return {**row, **overrides}
+
+
+def run_row(
+    job_id: str = "nightly",
+    scheduled_at: float = 1000.0,
+    attempt: int = 1,
+    status: str = "success",
+    **overrides: Any,
+) -> dict[str, Any]:
+    row = {
+        "job_id": job_id,
+        "scheduled_at": scheduled_at,
+        "attempt": attempt,
+        "status": status,
+        "started_at": scheduled_at + 0.5,
+        "finished_at": None if status == "running" else scheduled_at + 2.0,
+        "duration_s": None if status == "running" else 1.5,
+        "error": None,
+    }
+    return {**row, **overrides}
+
+
+def jobs_by_id(database: StateDB) -> dict[str, JobRow]:
+    return {row.id: row for row in database.load_jobs()}
+
+
+def run_keys(database: StateDB, job_id: str) -> list[tuple[float, int]]:
+    return [(r.scheduled_at, r.attempt) for r in database.load_runs(100) if r.job_id == job_id]
+
+
+def schema_versions(database: StateDB) -> list[int]:
+    with database.engine.connect() as conn:
+        return list(conn.scalars(text("SELECT version FROM schedctl_schema_version")))
+
+
+# -- schema ---------------------------------------------------------------------------------
+
+
+def test_migrate_creates_the_schema_and_is_idempotent(database_url: str) -> None:
+    database = StateDB(database_url)
+    try:
+        assert database.migrate() == 1
+        tables = set(inspect(database.engine).get_table_names())
+        assert {
+            "schedctl_schema_version",
+            "schedctl_jobs",
+            "schedctl_runs",
+            "schedctl_facts",
+        } <= tables
+        assert database.migrate() == 1
+        assert schema_versions(database) == [1]
+        assert database.load_jobs() == []
+        assert database.load_runs(100) == []
+    finally:
+        database.close()
+
+
+def test_reopening_and_migrating_again_keeps_jobs_runs_and_facts(database_url: str) -> None:
+    first = StateDB(database_url)
+    first.migrate()
+    first.write_jobs([declared_row(), runtime_row()], [])
+    first.write_runs([run_row(scheduled_at=1000.0), run_row(scheduled_at=2000.0)], keep=10)
+    first.put_fact("revision", "3f2a9c1e0b7d")
+    jobs_before, runs_before = first.load_jobs(), first.load_runs(100)
+    first.close()
+
+    second = StateDB(database_url)
+    try:
+        second.migrate()
+        assert sorted(second.load_jobs(), key=lambda r: r.id) == sorted(
+            jobs_before, key=lambda r: r.id
+        )
+        assert second.load_runs(100) == runs_before
+        assert jobs_by_id(second)["adhoc"].state == RUNTIME_STATE
+        assert second.get_fact("revision") == "3f2a9c1e0b7d"
+        assert schema_versions(second) == [1]
+    finally:
+        second.close()
+
+
+def test_a_new_migration_is_applied_once_in_place_without_losing_data(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = StateDB(database_url)
+    old.migrate()
+    old.write_jobs([runtime_row()], [])
+    old.write_runs([run_row(job_id="adhoc", status="failed", error="boom")], keep=10)
+    old.close()
+
+    # The next release ships migration 2; re-running its statement would fail, so running
+    # it twice proves it is applied once.
+    statement = "CREATE INDEX ix_schedctl_runs_status ON schedctl_runs (status)"
+    monkeypatch.setitem(state.MIGRATIONS, 2, (statement,))
+    upgraded = StateDB(database_url)
+    try:
+        assert upgraded.migrate() == 2
+        assert upgraded.migrate() == 2
+        assert schema_versions(upgraded) == [1, 2]
+        index_names = {ix["name"] for ix in inspect(upgraded.engine).get_indexes("schedctl_runs")}
+        assert "ix_schedctl_runs_status" in index_names
+        assert jobs_by_id(upgraded)["adhoc"].state == RUNTIME_STATE
+        [run] = upgraded.load_runs(100)
+        assert (run.job_id, run.status, run.error) == ("adhoc", "failed", "boom")
+    finally:
+        upgraded.close()
+
+
+def migrate_together(replicas: list[StateDB]) -> list[Exception]:
+    """Start ``migrate()`` on every replica at the same moment; the errors they raised."""
+    errors: list[Exception] = []
+    gate = threading.Barrier(len(replicas))
+
+    def start(replica: StateDB) -> None:
+        gate.wait()
+        try:
+            replica.migrate()
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(r,)) for r in replicas]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+def test_replicas_starting_together_on_an_empty_database_all_migrate(database_url: str) -> None:
+    replicas = [StateDB(database_url) for _ in range(4)]
+    try:
+        for _ in range(10):  # a race: try a few times, stop at the first failure
+            errors = migrate_together(replicas)
+            assert errors == []
+            assert schema_versions(replicas[0]) == [1]
+            state.metadata.drop_all(replicas[0].engine)
+    finally:
+        for replica in replicas:
+            replica.close()
+
+
+# -- jobs -----------------------------------------------------------------------------------
+
+
+def test_jobs_round_trip_declared_runtime_and_done(db: StateDB) -> None:
+    one_shot = declared_row("launch", next_run_time=None, done=True, line=12, col=5)
+    db.write_jobs([declared_row(), runtime_row(), one_shot], [])
+
+    assert jobs_by_id(db) == {
+        "nightly": JobRow(
+            id="nightly",
+            source="declared",
+            file="schedules/reports.yaml",
+            line=3,
+            column=3,
+            essence=ESSENCE,
+            state=None,
+            next_run_time=T0.timestamp() + 0.25,
+            runtime_paused=False,
+            done=False,
+        ),
+        "adhoc": JobRow(
+            id="adhoc",
+            source="runtime",
+            file=None,
+            line=None,
+            column=None,
+            essence=None,
+            state=RUNTIME_STATE,
+            next_run_time=None,
+            runtime_paused=True,
+            done=False,
+        ),
+        "launch": JobRow(
+            id="launch",
+            source="declared",
+            file="schedules/reports.yaml",
+            line=12,
+            column=5,
+            essence=ESSENCE,
+            state=None,
+            next_run_time=None,
+            runtime_paused=False,
+            done=True,
+        ),
+    }
+
+
+def test_next_run_time_keeps_microseconds(db: StateDB) -> None:
+    when = datetime(2030, 6, 30, 23, 59, 59, 999_999, tzinfo=UTC)
+    db.write_jobs([declared_row(next_run_time=when.timestamp())], [])
+    stored = jobs_by_id(db)["nightly"].next_run_time
+    assert stored is not None
+    assert datetime.fromtimestamp(stored, UTC) == when
+
+
+def test_writing_a_job_again_replaces_its_row(db: StateDB) -> None:
+    db.write_jobs([declared_row(), runtime_row()], [])
+    moved = declared_row(file="schedules/team/reports.yaml", line=7, next_run_time=5.0)
+    db.write_jobs([moved, runtime_row(runtime_paused=False, next_run_time=6.0)], [])
+
+    rows = jobs_by_id(db)
+    assert len(db.load_jobs()) == 2
+    assert (rows["nightly"].file, rows["nightly"].line, rows["nightly"].next_run_time) == (
+        "schedules/team/reports.yaml",
+        7,
+        5.0,
+    )
+    assert (rows["adhoc"].runtime_paused, rows["adhoc"].next_run_time) == (False, 6.0)
+
+
+def test_removed_jobs_are_deleted_and_unknown_removals_are_ignored(db: StateDB) -> None:
+    db.write_jobs([declared_row("a"), declared_row("b"), runtime_row("c")], [])
+    db.write_jobs([declared_row("d")], ["a", "c", "never-existed"])
+    assert set(jobs_by_id(db)) == {"b", "d"}
+
+
+def test_job_upserted_and_removed_in_one_write_is_gone(db: StateDB) -> None:
+    db.write_jobs([declared_row("a")], [])
+    db.write_jobs([], ["a"])
+    db.write_jobs([], [])  # nothing to do is not an error
+    assert db.load_jobs() == []
+
+
+# -- runs -----------------------------------------------------------------------------------
+
+
+def test_run_finishing_updates_its_row_instead_of_adding_one(db: StateDB) -> None:
+    db.write_runs([run_row(status="running")], keep=10)
+    db.write_runs([run_row(status="success")], keep=10)
+
+    assert db.load_runs(100) == [
+        RunRow("nightly", 1000.0, 1, "success", 1000.5, 1002.0, 1.5, None),
+    ]
+
+
+def test_each_attempt_of_a_run_is_its_own_row(db: StateDB) -> None:
+    db.write_runs(
+        [
+            run_row(attempt=1, status="failed", error="ValueError: boom"),
+            run_row(attempt=2, status="running"),
+        ],
+        keep=10,
+    )
+    db.write_runs([run_row(attempt=2, status="success")], keep=10)
+
+    runs = db.load_runs(100)
+    assert [(r.attempt, r.status, r.error) for r in runs] == [
+        (1, "failed", "ValueError: boom"),
+        (2, "success", None),
+    ]
+
+
+def test_only_the_newest_runs_of_each_job_are_kept(db: StateDB) -> None:
+    db.write_runs([run_row("other", scheduled_at=1.0)], keep=3)
+    db.write_runs(
+        [
+            run_row("nightly", scheduled_at=100.0),
+            run_row("nightly", scheduled_at=300.0, attempt=1, status="failed"),
+            run_row("nightly", scheduled_at=300.0, attempt=2),
+            run_row("nightly", scheduled_at=200.0),
+            run_row("nightly", scheduled_at=400.0),
+            run_row("weekly", scheduled_at=50.0),
+        ],
+        keep=3,
+    )
+
+    assert run_keys(db, "nightly") == [(300.0, 1), (300.0, 2), (400.0, 1)]
+    assert run_keys(db, "weekly") == [(50.0, 1)]
+    assert run_keys(db, "other") == [(1.0, 1)]
+
+
+def test_history_limit_applies_across_writes(db: StateDB) -> None:
+    for scheduled_at in (1.0, 2.0, 3.0, 4.0):
+        db.write_runs([run_row(scheduled_at=scheduled_at)], keep=2)
+    assert run_keys(db, "nightly") == [(3.0, 1), (4.0, 1)]
+
+
+def test_a_run_is_claimed_by_one_process_only(db: StateDB, database_url: str) -> None:
+    other_replica = StateDB(database_url)
+    try:
+        assert db.claim_run("nightly", 1000.0) is True
+        assert db.claim_run("nightly", 1000.0) is False
+        assert other_replica.claim_run("nightly", 1000.0) is False
+        assert other_replica.claim_run("nightly", 1060.0) is True
+        assert db.claim_run("weekly", 1000.0) is True
+    finally:
+        other_replica.close()
+    assert [(r.job_id, r.scheduled_at, r.status) for r in db.load_runs(100)] == [
+        ("nightly", 1000.0, "running"),
+        ("nightly", 1060.0, "running"),
+        ("weekly", 1000.0, "running"),
+    ]
+
+
+def test_concurrent_claims_of_one_run_have_one_winner(db: StateDB) -> None:
+    wins: list[bool] = []
+    gate = threading.Barrier(8)
+
+    def claim() -> None:
+        gate.wait()
+        wins.append(db.claim_run("nightly", 1000.0))
+
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(wins) == [False] * 7 + [True]
+
+
+def test_claimed_run_is_completed_by_its_later_write(db: StateDB) -> None:
+    assert db.claim_run("nightly", 1000.0)
+    db.write_runs([run_row(scheduled_at=1000.0, status="success")], keep=10)
+    [run] = db.load_runs(100)
+    assert (run.scheduled_at, run.attempt, run.status, run.duration_s) == (
+        1000.0,
+        1,
+        "success",
+        1.5,
+    )
+
+
+# -- facts ----------------------------------------------------------------------------------
+
+
+def test_facts_round_trip_and_overwrite(db: StateDB) -> None:
+    assert db.get_fact("revision") is None
+    db.put_fact("revision", "abc")
+    db.put_fact("last_reconcile", {"added": 1, "errors": [{"file": "a.yaml", "line": 2}]})
+    db.put_fact("revision", "def")
+
+    assert db.get_fact("revision") == "def"
+    assert db.get_fact("last_reconcile") == {
+        "added": 1,
+        "errors": [{"file": "a.yaml", "line": 2}],
+    }
+
+
+# -- Persister --------------------------------------------------------------------------------
+
+
+def make_run(job_id: str = "nightly", attempt: int = 1) -> Run:
+    return Run(job_id, T0, attempt, "running", started_at=T0 + timedelta(seconds=1))
+
+
+def finish(run: Run, status: str = "success", error: str | None = None) -> Run:
+    run.status = status
+    run.error = error
+    run.finished_at = T0 + timedelta(seconds=3)
+    return run
+
+
+def test_persister_flush_writes_queued_runs_and_jobs(db: StateDB) -> None:
+    rows = {"nightly": declared_row(), "adhoc": runtime_row()}
+    persister = Persister(db, rows.get)
+    run = make_run()
+    persister.run_changed(run)
+    persister.run_changed(finish(run))  # the same run twice: its latest state is written
+    persister.job_changed("nightly")
+    persister.job_changed("adhoc")
+    persister.job_changed("nightly")
+
+    assert db.load_runs(100) == []  # queued only, nothing written yet
+    persister.flush()
+
+    assert db.load_runs(100) == [
+        RunRow(
+            job_id="nightly",
+            scheduled_at=T0.timestamp(),
+            attempt=1,
+            status="success",
+            started_at=T0.timestamp() + 1,
+            finished_at=T0.timestamp() + 3,
+            duration_s=2.0,
+            error=None,
+        ),
+    ]
+    assert set(jobs_by_id(db)) == {"nightly", "adhoc"}
+
+
+def test_persister_deletes_a_job_whose_row_is_gone(db: StateDB) -> None:
+    db.write_jobs([declared_row("kept"), declared_row("removed")], [])
+    rows: dict[str, dict[str, Any]] = {"kept": declared_row("kept", next_run_time=42.0)}
+    persister = Persister(db, rows.get)
+    persister.job_changed("kept")
+    persister.job_changed("removed")
+    persister.flush()
+
+    assert {row.id: row.next_run_time for row in db.load_jobs()} == {"kept": 42.0}
+
+
+def test_persister_keeps_the_history_limit(db: StateDB) -> None:
+    persister = Persister(db, lambda job_id: None, history_limit=2)
+    for minutes in range(4):
+        persister.run_changed(Run("nightly", T0 + timedelta(minutes=minutes), status="missed"))
+    persister.flush()
+    assert [r.scheduled_at for r in db.load_runs(100)] == [
+        (T0 + timedelta(minutes=2)).timestamp(),
+        (T0 + timedelta(minutes=3)).timestamp(),
+    ]
+
+
+def test_persister_writes_queued_facts_latest_value_wins(db: StateDB) -> None:
+    persister = Persister(db, lambda job_id: None)
+    persister.fact_changed("revision", "aaaaaaaaaaaa")
+    persister.fact_changed("revision", "bbbbbbbbbbbb")
+    persister.fact_changed("last_reconcile", {"added": 2, "errors": []})
+    assert db.get_fact("revision") is None
+    persister.flush()
+    assert db.get_fact("revision") == "bbbbbbbbbbbb"
+    assert db.get_fact("last_reconcile") == {"added": 2, "errors": []}
+
+
+def test_persister_stop_flushes_what_is_left(db: StateDB) -> None:
+    rows = {"adhoc": runtime_row()}
+    persister = Persister(db, rows.get, interval=60)
+    persister.start()
+    persister.run_changed(finish(make_run("adhoc"), "failed", "RuntimeError: down"))
+    persister.job_changed("adhoc")
+    persister.fact_changed("revision", "cccccccccccc")
+    persister.stop()
+
+    [run] = db.load_runs(100)
+    assert (run.job_id, run.status, run.error) == ("adhoc", "failed", "RuntimeError: down")
+    assert jobs_by_id(db)["adhoc"].state == RUNTIME_STATE
+    assert db.get_fact("revision") == "cccccccccccc"
+
+
+def test_persister_stop_without_start_still_flushes(db: StateDB) -> None:
+    persister = Persister(db, lambda job_id: None)
+    persister.run_changed(make_run())
+    persister.stop()
+    assert [r.status for r in db.load_runs(100)] == ["running"]
+
+
+def test_persister_retries_a_batch_whose_write_failed(tmp_path: Path) -> None:
+    database = StateDB(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        rows = {"adhoc": runtime_row()}
+        persister = Persister(database, rows.get)
+        persister.run_changed(finish(make_run("adhoc")))
+        persister.job_changed("adhoc")
+        with pytest.raises(DBAPIError):  # the database is not usable yet: no tables
+            persister.flush()
+
+        database.migrate()
+        persister.flush()
+
+        assert [r.job_id for r in database.load_runs(100)] == ["adhoc"]
+        assert set(jobs_by_id(database)) == {"adhoc"}
+    finally:
+        database.close()
