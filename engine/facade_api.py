@@ -39,7 +39,10 @@ class Scheduler:
         trigger = kwargs.pop("trigger", "date")
         args = kwargs.pop("args", None)
         call_kwargs = kwargs.pop("kwargs", None)
+        job_id = job_id if job_id is not None else kwargs.pop("id", None)
         kwargs.pop("id", None)
+        if isinstance(trigger, str):  # naive times and cron fields in the engine's zone
+            kwargs.setdefault("timezone", self.engine.settings.timezone)
         return self._add(func, job_id, trigger, args, call_kwargs, **kwargs)
 
     async def add_cron_job(
@@ -98,7 +101,15 @@ class Scheduler:
         args: Iterable[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
     ) -> str:
-        return self._add(func, job_id, "date", args, kwargs, run_date=run_date or datetime.now(UTC))
+        return self._add(
+            func,
+            job_id,
+            "date",
+            args,
+            kwargs,
+            run_date=run_date or datetime.now(UTC),
+            timezone=self.engine.settings.timezone,  # a naive run_date is read in it
+        )
 
     def _add(
         self,

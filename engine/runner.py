@@ -108,7 +108,7 @@ async def execute(
             history.finish(record, "cancelled", "cancelled")
             log.info("← %s cancelled", job_id)
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a task's sys.exit() ends the run, not us
             status, error = "failed", f"{type(exc).__name__}: {exc}"
         else:
             history.finish(record, "success")

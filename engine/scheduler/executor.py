@@ -64,6 +64,7 @@ class RunnerExecutor(BaseExecutor):
     def submit_job(self, job: Job, run_times: list[datetime]) -> None:
         now = datetime.now(UTC)
         grace = job.misfire_grace_time
+        due: list[datetime] = []
         for run_time in run_times:
             late = (now - run_time).total_seconds()
             if grace is not None and late > grace:
@@ -75,33 +76,40 @@ class RunnerExecutor(BaseExecutor):
                 )
                 continue
             if self.claim(job.id, run_time):
-                self.start_run(job, run_time)
+                due.append(run_time)
+        if due:  # several only without coalesce: caught up one after another
+            self.start_run(job, *due)
 
     def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:  # pragma: no cover
         self.submit_job(job, run_times)
 
-    def start_run(self, job: Job, run_time: datetime) -> bool:
-        """Claim the run (in the database, with replicas), then start it; False if skipped."""
+    def start_run(self, job: Job, *run_times: datetime) -> bool:
+        """Claim the runs (in the database, with replicas), then start them in order as one
+        instance; False if skipped."""
         if self.db_claim is None:
-            return self._start(job, run_time)
+            return self._start(job, list(run_times))
         assert self._loop is not None
-        claiming = self._loop.create_task(self._claim_then_start(job, run_time))
+        claiming = self._loop.create_task(self._claim_then_start(job, run_times))
         self.claiming.add(claiming)
         claiming.add_done_callback(self.claiming.discard)
         return True
 
-    async def _claim_then_start(self, job: Job, run_time: datetime) -> None:
+    async def _claim_then_start(self, job: Job, run_times: tuple[datetime, ...]) -> None:
         assert self.db_claim is not None
-        if await asyncio.to_thread(self.db_claim, job.id, run_time):
-            self._start(job, run_time)
-        else:
-            log.warning(
-                "Run of %s at %s is claimed by another replica; not running it here.",
-                job.id,
-                run_time.isoformat(),
-            )
+        mine = []
+        for run_time in run_times:
+            if await asyncio.to_thread(self.db_claim, job.id, run_time):
+                mine.append(run_time)
+            else:
+                log.warning(
+                    "Run of %s at %s is claimed by another replica; not running it here.",
+                    job.id,
+                    run_time.isoformat(),
+                )
+        if mine:
+            self._start(job, mine)
 
-    def _start(self, job: Job, run_time: datetime) -> bool:
+    def _start(self, job: Job, run_times: list[datetime]) -> bool:
         """Apply the job's concurrency policy and start the run; False if skipped."""
         data = job.kwargs
         concurrency = data.get("concurrency", "forbid")
@@ -111,18 +119,25 @@ class RunnerExecutor(BaseExecutor):
             for task in list(running):
                 task.cancel()
         elif len(running) >= limit:
-            self.history.record(
-                job.id,
-                run_time,
-                "skipped",
-                f"the previous run was still going (concurrency: {concurrency}"
-                + (f", max_instances: {limit})" if concurrency == "allow" else ")"),
+            reason = f"the previous run was still going (concurrency: {concurrency}" + (
+                f", max_instances: {limit})" if concurrency == "allow" else ")"
             )
+            for run_time in run_times:
+                self.history.record(job.id, run_time, "skipped", reason)
             return False
         assert self._loop is not None
         task = self._loop.create_task(
-            execute(
-                job.id,
+            self._in_order(job.id, run_times, data), name=f"schedctl-run:{job.id}"
+        )
+        running.add(task)
+        task.add_done_callback(functools.partial(self._done, job.id))
+        return True
+
+    async def _in_order(self, job_id: str, run_times: list[datetime], data: dict[str, Any]) -> str:
+        status = ""
+        for run_time in run_times:
+            status = await execute(
+                job_id,
                 run_time,
                 data["task"],
                 list(data.get("args") or ()),
@@ -130,12 +145,8 @@ class RunnerExecutor(BaseExecutor):
                 RunOptions(**data.get("options", {})),
                 self.history,
                 self.threads,
-            ),
-            name=f"schedctl-run:{job.id}",
-        )
-        running.add(task)
-        task.add_done_callback(functools.partial(self._done, job.id))
-        return True
+            )
+        return status
 
     def _done(self, job_id: str, task: asyncio.Task[str]) -> None:
         running = self.active.get(job_id)

@@ -382,14 +382,21 @@ class SchedulerFacade:
         entry = self.catalog.get(job_id)
         if entry is None:
             return False
+        if entry.spec is not None and entry.spec.paused:
+            log.warning(
+                "Refused to resume job %r at runtime: it is paused in %s:%s; set paused: false "
+                "there instead.",
+                job_id,
+                entry.file,
+                entry.line,
+            )
+            return False
         entry.runtime_paused = False
         job = self.store.lookup_job(job_id)
         if job is not None and job.next_run_time is None:
             next_run = job.trigger.get_next_fire_time(None, datetime.now(UTC))
             if next_run is None:
-                self._call(self.store.remove_job, job_id)
-                if entry.source == "runtime":
-                    del self.catalog[job_id]
+                self._call(self.store.remove_job, job_id)  # a runtime job leaves the catalog
             else:
                 job._modify(next_run_time=next_run)
                 self._call(self.store.update_job, job)

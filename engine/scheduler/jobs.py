@@ -30,7 +30,8 @@ def trigger_for(spec: JobSpec, now: datetime) -> BaseTrigger:
     if spec.interval is not None:
         return IntervalTrigger(
             seconds=spec.interval.total_seconds(),
-            start_date=start or now,
+            # Without a start, the first run is one interval after the job is added.
+            start_date=start or now + spec.interval,
             end_date=end,
             timezone=zone,
             jitter=jitter,
