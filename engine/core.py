@@ -19,7 +19,7 @@ from engine.leader import Lease, lease_for
 from engine.loader import Loader, Snapshot
 from engine.metrics import Metrics
 from engine.persist import Persister
-from engine.reconciler import Desired, plan
+from engine.reconciler import Desired, Op, plan
 from engine.redact import redact
 from engine.scheduler.facade import SchedulerFacade
 from engine.settings import Settings
@@ -248,19 +248,17 @@ class Engine:
     async def _reconcile_snapshot(
         self, snapshot: Snapshot, reason: str, started: float
     ) -> dict[str, Any]:
-        the_plan = plan(
-            self._desired(snapshot),
-            self.facade.live(),
-            snapshot.invalid_files,
-            set(snapshot.duplicates),
-        )
+        live = self.facade.live()
+        invalid = snapshot.invalid_files
+        if snapshot.missing:  # a folder mid-swap or unmounted says nothing: keep everything
+            invalid = invalid | {job.file for job in live.values() if job.file}
+        the_plan = plan(self._desired(snapshot), live, invalid, set(snapshot.duplicates))
         warnings = self.facade.apply(the_plan)
         problems = snapshot.problems
-        counts = the_plan.counts()
+        changed = the_plan.changed_steps  # a job that only moved in its file is unchanged
+        counts = {op.value: sum(1 for s in changed if s.op is op) for op in Op}
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
-        unchanged = len(the_plan.effective) - sum(
-            1 for s in the_plan.steps if s.op.value != "remove"
-        )
+        unchanged = len(the_plan.effective) - sum(1 for s in changed if s.op is not Op.REMOVE)
         report = {
             "at": datetime.now(UTC).isoformat(),
             "duration_ms": duration_ms,
@@ -282,7 +280,7 @@ class Engine:
             log.warning("%s", warning)
         for problem in problems:
             log.error("%s", problem)
-        if the_plan.steps or problems or reason == "start":
+        if changed or problems or reason == "start":
             log.info(
                 "Reload applied: %d added, %d rescheduled, %d modified, %d removed, %d unchanged "
                 "(revision %s, %.0f ms)%s.",

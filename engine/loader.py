@@ -25,7 +25,7 @@ from engine.spec import JOB_ID_PATTERN, OPTION_FIELDS, TRIGGER_FIELDS, JobSpec, 
 from engine.tasks import resolve_task
 from engine.yamlio import Located, parse_yaml
 
-__all__ = ["Declared", "FileResult", "Loader", "Snapshot", "find_files"]
+__all__ = ["Declared", "FileResult", "Loader", "Snapshot", "display_path", "find_files"]
 
 _TOP_FIELDS = ("version", "defaults", "jobs")
 _JOB_FIELDS = tuple(JobSpec.model_fields)
@@ -70,6 +70,7 @@ class Snapshot:
 
     files: Mapping[str, FileResult]
     duplicates: Mapping[str, tuple[Declared, ...]]
+    missing: tuple[str, ...] = ()  # roots that do not exist: nothing can be said of them
 
     @property
     def jobs(self) -> dict[str, Declared]:
@@ -123,6 +124,14 @@ def find_files(root: Path) -> list[Path]:
     return found
 
 
+def display_path(path: Path) -> str:
+    """One name per file however the folder was given: relative to the current directory
+    when inside it, else absolute. Symlinks are kept: a ConfigMap's file is its link."""
+    absolute = os.path.abspath(path)
+    relative = os.path.relpath(absolute)
+    return absolute if relative.startswith("..") else relative
+
+
 def _hidden(name: str) -> bool:
     return name.startswith(".") or name.endswith("~")
 
@@ -144,14 +153,16 @@ class Loader:
 
     def scan(self, roots: Iterable[Path]) -> Snapshot:
         files: dict[str, FileResult] = {}
+        missing: list[str] = []
         for root in roots:
             if not root.exists():
-                files[str(root)] = FileResult(
-                    str(root), "", problems=(Problem(str(root), 1, 1, "no such file or folder"),)
-                )
+                name = display_path(root)
+                problem = Problem(name, 1, 1, "no such file or folder")
+                files[name] = FileResult(name, "", problems=(problem,))
+                missing.append(name)
                 continue
             for path in find_files(root):
-                display = str(path)
+                display = display_path(path)
                 try:
                     data = path.read_bytes()
                 except OSError as exc:
@@ -162,7 +173,7 @@ class Loader:
         live = set(files)
         for stale in set(self._cache) - live:
             del self._cache[stale]
-        return Snapshot(files, _duplicates(files.values()))
+        return Snapshot(files, _duplicates(files.values()), tuple(missing))
 
     def load_bytes(self, path: str, data: bytes) -> FileResult:
         digest = hashlib.sha256(data).hexdigest()

@@ -57,6 +57,8 @@ class LiveJob:
     essence: Mapping[str, Any] | None = None  # declared jobs only
     fingerprint: str | None = None
     runtime_paused: bool = False  # paused through the runtime API
+    line: int | None = None  # where it was written, when known
+    column: int | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,11 @@ class Plan:
     effective: Mapping[str, Desired]  # every declared job after the plan, kept ones included
     kept: frozenset[str] = field(default_factory=frozenset)  # held as they were (bad files)
     revision: str = ""
+
+    @property
+    def changed_steps(self) -> tuple[Step, ...]:
+        """The steps that change a job, without provenance-only updates."""
+        return tuple(s for s in self.steps if s.changes or s.op in (Op.ADD, Op.REMOVE))
 
     def counts(self) -> dict[str, int]:
         counts = {op.value: 0 for op in Op}
@@ -137,8 +144,12 @@ def revision_of(effective: Mapping[str, Desired]) -> str:
 
 def _compare(job_id: str, have: LiveJob, want: Desired) -> Step | None:
     if have.fingerprint == want.fingerprint:
-        # Unchanged declaration: a runtime pause holds, and nothing is touched.
-        return Step(Op.MODIFY, job_id, want) if have.file != want.file else None
+        # Unchanged declaration: a runtime pause holds, and nothing is touched; a job
+        # written elsewhere gets a MODIFY without changes (provenance only).
+        moved = have.file != want.file or (
+            have.line is not None and (have.line, have.column) != (want.line, want.column)
+        )
+        return Step(Op.MODIFY, job_id, want) if moved else None
     old = dict(have.essence or {})
     new = dict(want.essence)
     changes = tuple(
@@ -146,9 +157,8 @@ def _compare(job_id: str, have: LiveJob, want: Desired) -> Step | None:
         for name in sorted(set(old) | set(new))
         if old.get(name) != new.get(name)
     )
-    if not changes:
-        # Unchanged declaration: a runtime pause holds, and nothing is touched.
-        return Step(Op.MODIFY, job_id, want) if have.file != want.file else None
+    if not changes:  # equal essences with different fingerprints: nothing to do
+        return None
     names = {c.field for c in changes}
     if names & set(SCHEDULE_FIELDS):
         return Step(Op.RESCHEDULE, job_id, want, changes)

@@ -58,7 +58,7 @@ def plan_against(settings: Settings, url: str) -> int:
         job_id: Desired(job.essence, job.fingerprint, job.file, job.line, job.column)
         for job_id, job in snapshot.jobs.items()
     }
-    steps = [s for s in plan(desired, live).steps if s.changes or s.op in (Op.ADD, Op.REMOVE)]
+    steps = plan(desired, live).changed_steps
     for step in steps:
         if step.op is Op.ADD:
             print(

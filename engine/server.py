@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from types import FrameType
 
 import uvicorn
 
@@ -10,6 +11,14 @@ from engine.app import create_app
 from engine.settings import Settings
 
 __all__ = ["serve"]
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises the signal it stopped on; we exit 0 after a clean stop instead."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
 
 
 def serve(settings: Settings) -> int:
@@ -26,6 +35,6 @@ def serve(settings: Settings) -> int:
         lifespan="on",
         timeout_graceful_shutdown=int(settings.shutdown_grace) + 5,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     server.run()
     return 0 if server.started else 1

@@ -1,10 +1,12 @@
 """Watches the schedules folder and asks for a rescan after any change.
 
-Two watches, as DESIGN.md asks: the real folder, recursively, and its parent, for the
-folder's own name only. A watch on a symlinked path goes deaf after a git-sync swap, and
-a Kubernetes ConfigMap update only swaps ``..data``; the parent watch sees the swap and
-the real-folder watch restarts on the new target. Any batch of events means "rescan
-everything and compare content hashes"; the event list itself is never trusted.
+Two watches, as DESIGN.md asks: the real folder (and every folder a symlink inside it
+leads to), recursively, and its parent, for the folder's own name only. A watch on a
+symlinked path goes deaf after a git-sync swap, and a Kubernetes ConfigMap update only
+swaps ``..data``; the parent watch sees the swap and the folder watch restarts on the new
+targets. Any batch of events means "rescan everything and compare content hashes"; the
+event list itself is never trusted. A new watch asks for one more rescan once it is up,
+so an edit made while it was starting is not lost.
 """
 
 from __future__ import annotations
@@ -18,9 +20,23 @@ from pathlib import Path
 
 from watchfiles import Change, awatch
 
-__all__ = ["watch"]
+__all__ = ["watch", "watch_targets"]
 
 log = logging.getLogger("schedctl.watch")
+_UP_AFTER_MS = 500  # an empty batch this long after the start means the watch is up
+
+
+def watch_targets(folder: Path) -> list[Path]:
+    """The real folders to watch: ``folder`` resolved, and where its symlinks lead."""
+    seen: set[str] = set()
+    for dirpath, _dirnames, _files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            _dirnames[:] = []
+            continue
+        seen.add(real)
+    roots = sorted(seen)
+    return [Path(p) for p in roots if not any(p != q and p.startswith(q + os.sep) for q in roots)]
 
 
 async def watch(
@@ -49,8 +65,8 @@ async def watch(
     async def watch_folder() -> None:
         while not stop.is_set():
             swapped.clear()
-            target = folder.resolve()
-            if not target.is_dir():
+            targets = await asyncio.to_thread(watch_targets, folder)
+            if not targets or not targets[0].is_dir():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(swapped.wait(), 1.0)
                 continue
@@ -67,18 +83,26 @@ async def watch(
                 stop_this.set()
 
             relay_task = asyncio.create_task(relay())
+            up = False
             try:
-                async for _ in awatch(
-                    target,
+                async for changes in awatch(
+                    *targets,
                     stop_event=stop_this,
                     watch_filter=None,
                     recursive=True,
                     debounce=debounce_ms,
                     step=10,
-                    rust_timeout=1000,
+                    rust_timeout=_UP_AFTER_MS,
+                    yield_on_timeout=True,
                 ):
+                    if not changes:
+                        if not up:
+                            up = True
+                            on_change()
+                        continue
+                    up = True
                     on_change()
-                    if folder.resolve() != target:
+                    if await asyncio.to_thread(watch_targets, folder) != targets:
                         break
             except FileNotFoundError:
                 await asyncio.sleep(0.1)

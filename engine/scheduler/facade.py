@@ -113,7 +113,9 @@ class SchedulerFacade:
 
     def live(self) -> dict[str, LiveJob]:
         return {
-            job_id: LiveJob(e.source, e.file, e.essence, e.fingerprint, e.runtime_paused)
+            job_id: LiveJob(
+                e.source, e.file, e.essence, e.fingerprint, e.runtime_paused, e.line, e.column
+            )
             for job_id, e in self.catalog.items()
         }
 
