@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -67,6 +68,7 @@ class Engine:
         self.last_reconcile: dict[str, Any] | None = None
         self.ready = False
         self._specs: dict[str, Any] = {}  # parsed specs by fingerprint, for standby views
+        self._desired_cache: dict[int, tuple[Any, Desired]] = {}
         self._lock = asyncio.Lock()
         self._dirty = asyncio.Event()
         self._stop = asyncio.Event()
@@ -98,8 +100,11 @@ class Engine:
             self.threads,
             on_job_change=self._job_changed,
             db_claim=self._db_claim if self.lease.shared else None,
+            on_time_change=self._time_changed,
         )
-        self.persister = Persister(self.db, facade.job_row, self.settings.history_limit)
+        self.persister = Persister(
+            self.db, facade.job_row, self.settings.history_limit, next_run_of=facade.next_run_of
+        )
         rows = await asyncio.to_thread(self.db.load_jobs)
         runs = await asyncio.to_thread(self.db.load_runs, self.settings.history_limit)
         history.load(_runs(runs), taking_over=True)
@@ -110,6 +115,9 @@ class Engine:
         self.persister.start()
         self.facade.start()
         self.metrics.leader.set(1)
+        # What start loaded lives as long as the process: keep it out of every GC pass.
+        gc.collect()
+        gc.freeze()
         self._leader_tasks = [
             asyncio.create_task(self._reconcile_loop(), name="schedctl-reconcile"),
             asyncio.create_task(self._resync_loop(), name="schedctl-resync"),
@@ -194,6 +202,7 @@ class Engine:
         await asyncio.to_thread(self.lease.release)
         self.db.close()
         self.ready = False
+        gc.unfreeze()  # what start froze may be garbage now
 
     # -- hooks -------------------------------------------------------------------------
 
@@ -205,6 +214,10 @@ class Engine:
     def _job_changed(self, job_id: str) -> None:
         if self.persister is not None:
             self.persister.job_changed(job_id)
+
+    def _time_changed(self, job_id: str) -> None:
+        if self.persister is not None:
+            self.persister.time_changed(job_id)
 
     # -- reconcile ---------------------------------------------------------------------
 
@@ -240,10 +253,21 @@ class Engine:
         return self.loader.scan([self.settings.schedules_dir])
 
     def _desired(self, snapshot: Snapshot) -> dict[str, Desired]:
-        return {
-            job_id: Desired(job.essence, job.fingerprint, job.file, job.line, job.column, job.spec)
-            for job_id, job in snapshot.jobs.items()
-        }
+        # The loader hands back the same Declared objects for files it did not re-parse;
+        # their Desired twins are kept too, so an edit costs what changed, not all jobs.
+        cache, fresh = self._desired_cache, {}
+        desired = {}
+        for job_id, job in snapshot.jobs.items():
+            found = cache.get(id(job))
+            if found is None or found[0] is not job:
+                found = (
+                    job,
+                    Desired(job.essence, job.fingerprint, job.file, job.line, job.column, job.spec),
+                )
+            fresh[id(job)] = found
+            desired[job_id] = found[1]
+        self._desired_cache = fresh
+        return desired
 
     async def _reconcile_snapshot(
         self, snapshot: Snapshot, reason: str, started: float

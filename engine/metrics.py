@@ -18,10 +18,10 @@ class Metrics:
             ["job", "status"],
             registry=self.registry,
         )
+        # No job label on histograms: 15 series per job would outweigh the jobs themselves.
         self.duration = Histogram(
             "schedctl_run_duration_seconds",
             "Duration of finished attempts.",
-            ["job"],
             registry=self.registry,
         )
         self.lateness = Histogram(
@@ -59,7 +59,7 @@ class Metrics:
             return
         self.runs.labels(run.job_id, run.status).inc()
         if run.duration_s is not None:
-            self.duration.labels(run.job_id).observe(run.duration_s)
+            self.duration.observe(run.duration_s)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

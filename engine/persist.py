@@ -1,13 +1,17 @@
 """Writes state to the database off the event loop, in batches.
 
-The loop only appends to in-memory queues; a thread wakes every ``interval`` seconds
-(or when told to flush) and writes everything queued in one transaction per table.
+The loop only appends to lock-free queues (a ``deque`` append is atomic): a run that
+changed, a job whose row changed, a job whose next run time moved. A thread wakes every
+``interval`` seconds (or when told to flush) and writes everything queued in one
+transaction per kind, with ``executemany`` so the database driver, not Python, does the
+per-row work. A write that fails keeps its batch queued for the next try.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +21,7 @@ from engine.state import StateDB
 __all__ = ["Persister"]
 
 log = logging.getLogger("schedctl.persist")
+_RunKey = tuple[str, float, int]
 
 
 class Persister:
@@ -26,15 +31,22 @@ class Persister:
         job_row: Callable[[str], dict[str, Any] | None],
         history_limit: int = 100,
         interval: float = 0.2,
+        next_run_of: Callable[[str], tuple[bool, float | None]] | None = None,
     ) -> None:
         self.db = db
         self._job_row = job_row
+        self._next_run_of = next_run_of
         self._limit = history_limit
         self._interval = interval
-        self._runs: dict[tuple[str, float, int], dict[str, Any]] = {}
-        self._jobs: set[str] = set()
+        self._run_queue: deque[Run] = deque()
+        self._job_queue: deque[str] = deque()
+        self._time_queue: deque[str] = deque()
         self._facts: dict[str, Any] = {}
-        self._lock = threading.Lock()
+        # What a failed write left behind, retried first next time.
+        self._runs: dict[_RunKey, dict[str, Any]] = {}
+        self._jobs: set[str] = set()
+        self._times: set[str] = set()
+        self._lock = threading.Lock()  # one flush at a time; guards the leftovers
         self._wake = threading.Event()
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="schedctl-persist", daemon=True)
@@ -42,54 +54,83 @@ class Persister:
     def start(self) -> None:
         self._thread.start()
 
+    # -- called on the event loop: appends only ----------------------------------------
+
     def run_changed(self, run: Run) -> None:
-        row = run.as_row()
-        with self._lock:
-            self._runs[(row["job_id"], row["scheduled_at"], row["attempt"])] = row
+        self._run_queue.append(run)
 
     def job_changed(self, job_id: str) -> None:
-        with self._lock:
-            self._jobs.add(job_id)
+        """The job's whole row changed (added, edited, paused, removed)."""
+        self._job_queue.append(job_id)
+
+    def time_changed(self, job_id: str) -> None:
+        """Only the job's next run time moved (it fired)."""
+        self._time_queue.append(job_id)
 
     def fact_changed(self, key: str, value: Any) -> None:
-        with self._lock:
-            self._facts[key] = value
+        self._facts[key] = value
+
+    # -- the writer ----------------------------------------------------------------------
 
     def flush(self) -> None:
         """Write everything queued now, on the calling thread."""
         with self._lock:
-            runs, self._runs = list(self._runs.values()), {}
-            job_ids, self._jobs = self._jobs, set()
+            self._drain()
+            runs, job_ids, times = self._runs, self._jobs, self._times
             facts, self._facts = self._facts, {}
-        try:
-            upserts, removals = [], []
-            for job_id in job_ids:
+            self._runs, self._jobs, self._times = {}, set(), set()
+            try:
+                self._write(runs, job_ids, times - job_ids, facts)
+            except BaseException:
+                self._runs = {**runs, **self._runs}
+                self._jobs |= job_ids
+                self._times |= times
+                self._facts = {**facts, **self._facts}
+                raise
+
+    def _drain(self) -> None:
+        queue = self._run_queue
+        while queue:
+            run = queue.popleft()
+            row = run.as_row()
+            self._runs[(row["job_id"], row["scheduled_at"], row["attempt"])] = row
+        while self._job_queue:
+            self._jobs.add(self._job_queue.popleft())
+        while self._time_queue:
+            self._times.add(self._time_queue.popleft())
+
+    def _write(
+        self,
+        runs: dict[_RunKey, dict[str, Any]],
+        job_ids: set[str],
+        times: set[str],
+        facts: dict[str, Any],
+    ) -> None:
+        upserts, removals = [], []
+        for job_id in job_ids:
+            row = self._job_row(job_id)
+            if row is None:
+                removals.append(job_id)
+            else:
+                upserts.append(row)
+        moved: list[tuple[float | None, str]] = []
+        for job_id in times:
+            if self._next_run_of is None:
+                continue
+            known, next_run = self._next_run_of(job_id)
+            if known:
+                moved.append((next_run, job_id))
+            else:  # gone from the scheduler (a one-shot that ran): its whole row changes
                 row = self._job_row(job_id)
                 if row is None:
                     removals.append(job_id)
                 else:
                     upserts.append(row)
-            self.db.write_jobs(upserts, removals)
-            job_ids = set()
-            self.db.write_runs(runs, self._limit)
-            runs = []
-            for key in list(facts):
-                self.db.put_fact(key, facts[key])
-                del facts[key]
-        except BaseException:
-            self._requeue(runs, job_ids, facts)
-            raise
-
-    def _requeue(
-        self, runs: list[dict[str, Any]], job_ids: set[str], facts: dict[str, Any]
-    ) -> None:
-        """Put back what a failed write did not save; anything queued since is newer and wins."""
-        with self._lock:
-            for row in runs:
-                self._runs.setdefault((row["job_id"], row["scheduled_at"], row["attempt"]), row)
-            self._jobs |= job_ids
-            for key, value in facts.items():
-                self._facts.setdefault(key, value)
+        self.db.write_jobs(upserts, removals)
+        self.db.write_next_runs(moved)
+        self.db.write_runs(list(runs.values()), self._limit)
+        for key, value in facts.items():
+            self.db.put_fact(key, value)
 
     def stop(self, flush: bool = True) -> None:
         """Stop the writer thread; write what is queued unless ``flush`` is False."""

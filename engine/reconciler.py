@@ -10,12 +10,13 @@ declaration changes.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from engine.spec import SCHEDULE_FIELDS, fingerprint
+from engine.spec import SCHEDULE_FIELDS
 
 __all__ = ["Change", "Desired", "LiveJob", "Op", "Plan", "Step", "plan", "revision_of"]
 
@@ -139,7 +140,8 @@ def plan(
 
 def revision_of(effective: Mapping[str, Desired]) -> str:
     """A short hash of the effective declared jobs: ids and their essences' fingerprints."""
-    return fingerprint([[job_id, effective[job_id].fingerprint] for job_id in sorted(effective)])
+    text = "\n".join(f"{job_id}={effective[job_id].fingerprint}" for job_id in sorted(effective))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _compare(job_id: str, have: LiveJob, want: Desired) -> Step | None:

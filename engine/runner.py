@@ -17,6 +17,7 @@ import functools
 import importlib
 import inspect
 import logging
+import sys
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -79,6 +80,20 @@ def _is_async(func: Callable[..., Any]) -> bool:
     )
 
 
+_resolved: dict[str, tuple[Any, Callable[..., Any], bool]] = {}
+
+
+def _callable(task: str) -> tuple[Callable[..., Any], bool]:
+    """The task's callable and whether it is ``async``, looked up once per task path
+    (again if its module was replaced in ``sys.modules``)."""
+    found = _resolved.get(task)
+    if found is None or sys.modules.get(found[0].__name__) is not found[0]:
+        func = resolve(task)
+        module = sys.modules[task.partition(":")[0] if ":" in task else task.rpartition(".")[0]]
+        found = _resolved[task] = (module, func, _is_async(func))
+    return found[1], found[2]
+
+
 async def execute(
     job_id: str,
     scheduled_at: datetime,
@@ -93,15 +108,18 @@ async def execute(
     status = "failed"
     for attempt in range(1, options.retries + 2):
         record = history.start(job_id, scheduled_at, attempt)
-        log.info("→ %s attempt %d (scheduled %s)", job_id, attempt, scheduled_at.isoformat())
+        log.debug("→ %s attempt %d (scheduled %s)", job_id, attempt, scheduled_at.isoformat())
         try:
-            func = resolve(task)
-            if _is_async(func):
+            func, is_async = _callable(task)
+            if is_async:
                 call: Any = func(*args, **kwargs)
             else:
                 loop = asyncio.get_running_loop()
                 call = loop.run_in_executor(threads, functools.partial(func, *args, **kwargs))
-            await asyncio.wait_for(call, options.timeout)
+            if options.timeout is None:
+                await call
+            else:
+                await asyncio.wait_for(call, options.timeout)
         except TimeoutError:
             status, error = "timeout", f"still running after {options.timeout:g}s; cancelled"
         except asyncio.CancelledError:
@@ -112,7 +130,7 @@ async def execute(
             status, error = "failed", f"{type(exc).__name__}: {exc}"
         else:
             history.finish(record, "success")
-            log.info("← %s success", job_id)
+            log.debug("← %s success", job_id)
             return "success"
         history.finish(record, status, error)
         if attempt <= options.retries:

@@ -26,11 +26,13 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     create_engine,
     delete,
     event,
     select,
     text,
+    update,
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
@@ -132,6 +134,17 @@ class StateDB:
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._lock = threading.Lock()
+        self._unpruned: dict[str, int] = {}  # runs written per job since its last trim
+        upsert = _upsert_insert(self.dialect)(runs)
+        self._upsert_run = upsert.on_conflict_do_update(
+            index_elements=["job_id", "scheduled_at", "attempt"],
+            set_={name: upsert.excluded[name] for name in _RUN_UPDATES},
+        )
+        self._update_next_run = (
+            update(jobs)
+            .where(jobs.c.id == bindparam("b_id"))
+            .values(next_run_time=bindparam("b_t"))
+        )
 
     def migrate(self, attempts: int = 20) -> int:
         """Create or upgrade the schema in place; return the version now applied.
@@ -201,19 +214,20 @@ class StateDB:
     # -- runs --------------------------------------------------------------------------
 
     def write_runs(self, rows: Sequence[dict[str, Any]], keep: int) -> None:
-        """Upsert runs by (job, scheduled time, attempt), then keep the newest ``keep``."""
+        """Upsert runs by (job, scheduled time, attempt); keep about the newest ``keep``.
+
+        One cached statement, executed for many rows. A job's old runs are trimmed once it
+        has had ``keep // 5`` new ones, so the table holds at most ``keep * 1.2`` per job.
+        """
         if not rows:
             return
         with self._lock, self.engine.begin() as conn:
-            insert = _upsert_insert(self.dialect)
-            for chunk in _chunks(rows, 500):
-                stmt = insert(runs).values(list(chunk))
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["job_id", "scheduled_at", "attempt"],
-                    set_={name: stmt.excluded[name] for name in _RUN_UPDATES},
-                )
-                conn.execute(stmt)
-            for job_id in {r["job_id"] for r in rows}:
+            conn.execute(self._upsert_run, list(rows))
+            for row in rows:
+                self._unpruned[row["job_id"]] = self._unpruned.get(row["job_id"], 0) + 1
+            due = [job for job, count in self._unpruned.items() if count >= max(keep // 5, 1)]
+            for job_id in due:
+                del self._unpruned[job_id]
                 newest = (
                     select(runs.c.id)
                     .where(runs.c.job_id == job_id)
@@ -222,6 +236,15 @@ class StateDB:
                     .scalar_subquery()
                 )
                 conn.execute(delete(runs).where(runs.c.job_id == job_id, runs.c.id.not_in(newest)))
+
+    def write_next_runs(self, moved: Sequence[tuple[float | None, str]]) -> None:
+        """Only the next run times of jobs that fired: one UPDATE for many rows."""
+        if not moved:
+            return
+        with self._lock, self.engine.begin() as conn:
+            conn.execute(
+                self._update_next_run, [{"b_id": job_id, "b_t": when} for when, job_id in moved]
+            )
 
     def claim_run(self, job_id: str, scheduled_at: float) -> bool:
         """Insert the first attempt of a run; False if another process inserted it first."""

@@ -126,9 +126,20 @@ class RunnerExecutor(BaseExecutor):
                 self.history.record(job.id, run_time, "skipped", reason)
             return False
         assert self._loop is not None
-        task = self._loop.create_task(
-            self._in_order(job.id, run_times, data), name=f"schedctl-run:{job.id}"
-        )
+        if len(run_times) == 1:
+            work: Any = execute(
+                job.id,
+                run_times[0],
+                data["task"],
+                list(data.get("args") or ()),
+                dict(data.get("kwargs") or {}),
+                RunOptions(**data.get("options", {})),
+                self.history,
+                self.threads,
+            )
+        else:
+            work = self._in_order(job.id, run_times, data)
+        task = self._loop.create_task(work, name=f"schedctl-run:{job.id}")
         running.add(task)
         task.add_done_callback(functools.partial(self._done, job.id))
         return True

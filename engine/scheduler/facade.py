@@ -53,7 +53,22 @@ class Entry:
     fingerprint: str | None = None
     spec: JobSpec | None = None
     runtime_paused: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    _live: LiveJob | None = field(default=None, repr=False, compare=False)
+
+    def live(self) -> LiveJob:
+        """The reconciler's view of this entry (kept while nothing in it changes)."""
+        found = self._live
+        if found is None or found.runtime_paused != self.runtime_paused:
+            found = self._live = LiveJob(
+                self.source,
+                self.file,
+                self.essence,
+                self.fingerprint,
+                self.runtime_paused,
+                self.line,
+                self.column,
+            )
+        return found
 
 
 class SchedulerFacade:
@@ -63,9 +78,11 @@ class SchedulerFacade:
         threads: Executor,
         on_job_change: Callable[[str], None] | None = None,
         db_claim: Callable[[str, datetime], bool] | None = None,
+        on_time_change: Callable[[str], None] | None = None,
     ) -> None:
         self.history = history
         self._changed = on_job_change or (lambda job_id: None)
+        self._time_changed = on_time_change or (lambda job_id: None)
         self.store = HeapJobStore(on_change=self._store_changed)
         self.executor = RunnerExecutor(history, threads, db_claim)
         self.scheduler = AsyncIOScheduler(
@@ -82,15 +99,20 @@ class SchedulerFacade:
         self.calls = 0  # job-store mutations made for plans and the runtime API
 
     def _store_changed(self, job_id: str) -> None:
+        # Every store write lands here, the scheduler's own after each fire included.
         # A runtime one-shot that has run is gone from the store: it is gone for good.
         entry = self.catalog.get(job_id)
-        if (
-            entry is not None
-            and entry.source == "runtime"
-            and self.store.lookup_job(job_id) is None
-        ):
+        gone = self.store.lookup_job(job_id) is None
+        if entry is not None and entry.source == "runtime" and gone:
             del self.catalog[job_id]
-        self._changed(job_id)
+        self._time_changed(job_id)
+
+    def next_run_of(self, job_id: str) -> tuple[bool, float | None]:
+        """(still scheduled, its next run time as a UTC timestamp or None when paused)."""
+        job = self.store.lookup_job(job_id)
+        if job is None:
+            return (False, None)
+        return (True, job.next_run_time.timestamp() if job.next_run_time else None)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -112,12 +134,7 @@ class SchedulerFacade:
     # -- reconcile ---------------------------------------------------------------------
 
     def live(self) -> dict[str, LiveJob]:
-        return {
-            job_id: LiveJob(
-                e.source, e.file, e.essence, e.fingerprint, e.runtime_paused, e.line, e.column
-            )
-            for job_id, e in self.catalog.items()
-        }
+        return {job_id: entry.live() for job_id, entry in self.catalog.items()}
 
     def restore(
         self,
@@ -263,9 +280,11 @@ class SchedulerFacade:
         self._call(self.store.update_job, job)
         return True
 
-    def _call(self, method: Callable[..., None], *args: Any) -> None:
+    def _call(self, method: Callable[..., None], job: Job | str) -> None:
+        """One job-store write made by us (counted), and the job's row marked changed."""
         self.calls += 1
-        method(*args)
+        method(job)
+        self._changed(job if isinstance(job, str) else job.id)
 
     def _options(self, spec: JobSpec) -> dict[str, Any]:
         return {
