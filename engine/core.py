@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ __all__ = ["Engine"]
 
 log = logging.getLogger("schedctl")
 VERSION = "0.1.0"
+SWITCH_INTERVAL_S = 0.0005
 LEASE_RETRY_S = 2.0  # a standby tries the lease this often: takeover well within 15 s
 
 
@@ -118,6 +120,8 @@ class Engine:
         # What start loaded lives as long as the process: keep it out of every GC pass.
         gc.collect()
         gc.freeze()
+        # The writer thread must not hold the GIL for the default 5 ms while a run is due.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         self._leader_tasks = [
             asyncio.create_task(self._reconcile_loop(), name="schedctl-reconcile"),
             asyncio.create_task(self._resync_loop(), name="schedctl-resync"),
