@@ -35,8 +35,10 @@ class RunnerExecutor(BaseExecutor):
         history: History,
         threads: Executor,
         db_claim: Callable[[str, datetime], bool] | None = None,
+        payload_of: Callable[[Job], dict[str, Any]] | None = None,
     ) -> None:
         super().__init__()
+        self.payload_of = payload_of or (lambda job: job.kwargs)
         self.history = history
         self.threads = threads
         self.db_claim = db_claim  # with replicas: claim each run in the shared database
@@ -111,7 +113,7 @@ class RunnerExecutor(BaseExecutor):
 
     def _start(self, job: Job, run_times: list[datetime]) -> bool:
         """Apply the job's concurrency policy and start the run; False if skipped."""
-        data = job.kwargs
+        data = self.payload_of(job)
         concurrency = data.get("concurrency", "forbid")
         running = self.active.setdefault(job.id, set())
         limit = data.get("max_instances", 1) if concurrency == "allow" else 1

@@ -37,6 +37,8 @@ from engine.state import JobRow
 __all__ = ["Entry", "SchedulerFacade"]
 
 log = logging.getLogger("schedctl.scheduler")
+RUN_REF = "engine.runner:run"
+DECLARED: dict[str, Any] = {}  # the shared kwargs of every declared job (see payload_of)
 DEFAULT_GRACE = 60  # seconds; APScheduler requires an int
 
 
@@ -84,7 +86,7 @@ class SchedulerFacade:
         self._changed = on_job_change or (lambda job_id: None)
         self._time_changed = on_time_change or (lambda job_id: None)
         self.store = HeapJobStore(on_change=self._store_changed)
-        self.executor = RunnerExecutor(history, threads, db_claim)
+        self.executor = RunnerExecutor(history, threads, db_claim, self.payload_of)
         self.scheduler = AsyncIOScheduler(
             timezone=UTC,
             jobstores={"default": self.store},
@@ -288,7 +290,6 @@ class SchedulerFacade:
 
     def _options(self, spec: JobSpec) -> dict[str, Any]:
         return {
-            "kwargs": payload(spec),
             "name": spec.description or spec.task,
             # APScheduler wants whole seconds; the executor applies the same limit.
             "misfire_grace_time": max(1, math.ceil(spec.misfire_grace.total_seconds())),
@@ -302,18 +303,33 @@ class SchedulerFacade:
         trigger = trigger_for(spec, now)
         if next_run is ...:
             next_run = None if spec.paused else trigger.get_next_fire_time(None, now)
-        job = Job(
-            self.scheduler,
-            id=job_id,
-            func=run,
-            trigger=trigger,
-            executor="default",
-            args=(),
-            next_run_time=next_run,
-            **self._options(spec),
+        # Built from state, as a job store loads one: Job() would inspect the runner's
+        # signature for every job, and a declared job's payload is its spec, not a copy.
+        job = Job.__new__(Job)
+        job.__setstate__(
+            {
+                "id": job_id,
+                "func": RUN_REF,
+                "trigger": trigger,
+                "executor": "default",
+                "args": (),
+                "kwargs": DECLARED,
+                "next_run_time": next_run,
+                **self._options(spec),
+            }
         )
+        job._scheduler = self.scheduler
         job._jobstore_alias = "default"
         return job
+
+    def payload_of(self, job: Job) -> dict[str, Any]:
+        """What the runner needs: a runtime job carries it, a declared one has its spec."""
+        if job.kwargs is not DECLARED and "task" in job.kwargs:
+            return job.kwargs
+        entry = self.catalog.get(job.id)
+        if entry is None or entry.spec is None:
+            raise LookupError(f"job {job.id!r} has no declaration")
+        return payload(entry.spec)
 
     # -- runtime API (called on the event loop) ----------------------------------------
 
@@ -483,12 +499,11 @@ class SchedulerFacade:
             return None
         job = self.store.lookup_job(job_id)
         spec = entry.spec
+        data = payload(spec) if spec is not None else job.kwargs if job is not None else {}
         if job is not None:
-            data = job.kwargs
             trigger = describe_trigger(job.trigger)
         else:
             assert spec is not None
-            data = payload(spec)
             trigger = describe_trigger(trigger_for(spec, datetime.now(UTC)))
         next_run = job.next_run_time if job is not None else None
         last = self.history.last_finished(job_id)
