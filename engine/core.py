@@ -96,6 +96,15 @@ class Engine:
         self._tasks.append(asyncio.create_task(coro, name=name))
 
     async def _lead(self) -> None:
+        # Loading creates objects by the hundred thousand and frees few: no GC passes over
+        # them while it runs; one collection, then a freeze, once it is done.
+        gc.disable()
+        try:
+            await self._load_and_start()
+        finally:
+            gc.enable()
+
+    async def _load_and_start(self) -> None:
         history = History(self.settings.history_limit, on_change=self._run_changed)
         facade = SchedulerFacade(
             history,

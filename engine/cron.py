@@ -13,6 +13,7 @@ instant is never returned twice whatever the wall clock does.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -67,6 +68,12 @@ class CronExpression:
     @classmethod
     def parse(cls, expression: str) -> CronExpression:
         """Validate ``expression``; raise CronError saying which field is wrong and why."""
+        if isinstance(expression, str):
+            return _parse(expression)
+        return cls._parse(expression)
+
+    @classmethod
+    def _parse(cls, expression: str) -> CronExpression:
         if not isinstance(expression, str):
             raise CronError(f"a cron expression must be a string; {_EXAMPLE}")
         text = " ".join(expression.split())
@@ -149,6 +156,12 @@ class CronExpression:
                 continue
             last = instant
             yield placed
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse(expression: str) -> CronExpression:
+    # Expressions repeat across thousands of jobs; each is parsed once (errors are not cached).
+    return CronExpression._parse(expression)
 
 
 def _imaginary(dt: datetime) -> bool:

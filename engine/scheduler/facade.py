@@ -31,6 +31,7 @@ from engine.runner import run
 from engine.scheduler.executor import RunnerExecutor
 from engine.scheduler.jobs import describe_trigger, payload, trigger_for
 from engine.scheduler.store import HeapJobStore
+from engine.scheduler.triggers import CrontabTrigger
 from engine.spec import JobSpec, fingerprint
 from engine.state import JobRow
 
@@ -98,6 +99,7 @@ class SchedulerFacade:
             },
         )
         self.catalog: dict[str, Entry] = {}
+        self._fire_cache: dict[tuple[Any, ...], datetime | None] = {}
         self.calls = 0  # job-store mutations made for plans and the runtime API
 
     def _store_changed(self, job_id: str) -> None:
@@ -302,7 +304,7 @@ class SchedulerFacade:
     ) -> Job:
         trigger = trigger_for(spec, now)
         if next_run is ...:
-            next_run = None if spec.paused else trigger.get_next_fire_time(None, now)
+            next_run = None if spec.paused else self._first_fire(trigger, now)
         # Built from state, as a job store loads one: Job() would inspect the runner's
         # signature for every job, and a declared job's payload is its spec, not a copy.
         job = Job.__new__(Job)
@@ -321,6 +323,18 @@ class SchedulerFacade:
         job._scheduler = self.scheduler
         job._jobstore_alias = "default"
         return job
+
+    def _first_fire(self, trigger: BaseTrigger, now: datetime) -> datetime | None:
+        """The first fire time from ``now``; the same crontab in many jobs is computed once."""
+        if not isinstance(trigger, CrontabTrigger) or trigger.jitter:
+            return trigger.get_next_fire_time(None, now)
+        key = (trigger.expression, str(trigger.timezone), trigger.start_date, trigger.end_date, now)
+        cache = self._fire_cache
+        if key not in cache:
+            if len(cache) > 10_000:
+                cache.clear()
+            cache[key] = trigger.get_next_fire_time(None, now)
+        return cache[key]
 
     def payload_of(self, job: Job) -> dict[str, Any]:
         """What the runner needs: a runtime job carries it, a declared one has its spec."""
