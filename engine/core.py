@@ -25,6 +25,7 @@ from engine.reconciler import Desired, Op, plan
 from engine.redact import redact
 from engine.scheduler.facade import SchedulerFacade
 from engine.settings import Settings
+from engine.spec import as_dict
 from engine.state import StateDB
 from engine.tasks import ensure_cwd_on_path
 from engine.watcher import watch
@@ -365,7 +366,7 @@ class Engine:
                     "file": entry.file,
                     "fingerprint": entry.fingerprint,
                     "runtime_paused": entry.runtime_paused,
-                    "spec": redact(dict(entry.essence)) if entry.essence is not None else None,
+                    "spec": redact(as_dict(entry.essence)) if entry.essence is not None else None,
                 }
                 for job_id, entry in sorted(self.facade.catalog.items())
             },

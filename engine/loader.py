@@ -14,14 +14,20 @@ import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from engine.errors import FieldError, Problem, TaskError
-from engine.spec import JOB_ID_PATTERN, OPTION_FIELDS, TRIGGER_FIELDS, JobSpec, fingerprint
+from engine.spec import (
+    JOB_ID_PATTERN,
+    OPTION_FIELDS,
+    TRIGGER_FIELDS,
+    Essence,
+    JobSpec,
+    fingerprint,
+)
 from engine.tasks import resolve_task
 from engine.yamlio import Located, parse_yaml
 
@@ -33,7 +39,7 @@ _DURATION_FIELDS = ("interval", "timeout", "retry_delay", "misfire_grace", "jitt
 _ID_RE = __import__("re").compile(JOB_ID_PATTERN)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Declared:
     """A job as a file declares it, and where."""
 
@@ -42,14 +48,11 @@ class Declared:
     file: str
     line: int
     column: int
+    fingerprint: str
 
-    @cached_property
-    def essence(self) -> dict[str, Any]:
-        return self.spec.essence()
-
-    @cached_property
-    def fingerprint(self) -> str:
-        return fingerprint(self.essence)
+    @property
+    def essence(self) -> Essence:
+        return Essence(self.spec)
 
 
 @dataclass(frozen=True)
@@ -300,7 +303,7 @@ class _FileChecker:
                 self.doc.problem((*base, "task"), str(exc))
                 return None
         line, column = self.doc.where(base, key=True)
-        return Declared(job_id, spec, self.doc.file, line, column)
+        return Declared(job_id, spec, self.doc.file, line, column, fingerprint(spec.essence()))
 
     def _origin(self, job_id: str, body: dict[str, Any], name: str) -> tuple[str, ...]:
         return ("jobs", job_id, name) if name in body else ("defaults", name)

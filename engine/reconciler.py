@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from engine.spec import SCHEDULE_FIELDS
+from engine.spec import SCHEDULE_FIELDS, as_dict
 
 __all__ = ["Change", "Desired", "LiveJob", "Op", "Plan", "Step", "plan", "revision_of"]
 
@@ -152,8 +152,8 @@ def _compare(job_id: str, have: LiveJob, want: Desired) -> Step | None:
             have.line is not None and (have.line, have.column) != (want.line, want.column)
         )
         return Step(Op.MODIFY, job_id, want) if moved else None
-    old = dict(have.essence or {})
-    new = dict(want.essence)
+    old = as_dict(have.essence or {})
+    new = as_dict(want.essence)
     changes = tuple(
         Change(name, old.get(name), new.get(name))
         for name in sorted(set(old) | set(new))

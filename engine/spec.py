@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -40,9 +41,11 @@ __all__ = [
     "SCHEDULE_FIELDS",
     "TRIGGER_FIELDS",
     "Concurrency",
+    "Essence",
     "FileSpec",
     "JobDefaults",
     "JobSpec",
+    "as_dict",
     "file_schema",
     "fingerprint",
 ]
@@ -217,6 +220,40 @@ class FileSpec(BaseModel):
     version: Literal[1] = 1
     defaults: JobDefaults | None = None  # type: ignore[valid-type]
     jobs: dict[Annotated[str, Field(pattern=JOB_ID_PATTERN)], JobSpec] = Field(default_factory=dict)
+
+
+class Essence(Mapping[str, Any]):
+    """A job's essence computed from its spec when asked, never kept: at 100k jobs the
+    dicts would cost more than the jobs. ``materialize()`` gives the dict in one go."""
+
+    __slots__ = ("spec",)
+
+    def __init__(self, spec: JobSpec) -> None:
+        self.spec = spec
+
+    def materialize(self) -> dict[str, Any]:
+        return self.spec.essence()
+
+    def __getitem__(self, key: str) -> Any:
+        return self.materialize()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.materialize())
+
+    def __len__(self) -> int:
+        return len(JobSpec.model_fields)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Essence):
+            return self.spec == other.spec
+        return isinstance(other, Mapping) and self.materialize() == dict(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def as_dict(essence: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain dict of any essence, lazy or not."""
+    return essence.materialize() if isinstance(essence, Essence) else dict(essence)
 
 
 def file_schema() -> dict[str, Any]:

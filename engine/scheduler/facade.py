@@ -32,7 +32,7 @@ from engine.scheduler.executor import RunnerExecutor
 from engine.scheduler.jobs import describe_trigger, payload, trigger_for
 from engine.scheduler.store import HeapJobStore
 from engine.scheduler.triggers import CrontabTrigger
-from engine.spec import JobSpec, fingerprint
+from engine.spec import Essence, JobSpec, as_dict, fingerprint
 from engine.state import JobRow
 
 __all__ = ["Entry", "SchedulerFacade"]
@@ -188,7 +188,7 @@ class SchedulerFacade:
             row.file,
             row.line,
             row.column,
-            row.essence,
+            Essence(spec),
             fp,
             spec,
             row.runtime_paused,
@@ -229,7 +229,7 @@ class SchedulerFacade:
             return False
         want = step.desired
         assert want is not None
-        spec: JobSpec = want.spec or JobSpec.model_validate(dict(want.essence))
+        spec: JobSpec = want.spec or JobSpec.model_validate(as_dict(want.essence))
         old = self.catalog.get(job_id)
         entry = Entry(
             job_id,
@@ -500,7 +500,7 @@ class SchedulerFacade:
             "file": entry.file,
             "line": entry.line,
             "col": entry.column,
-            "essence": json.dumps(entry.essence, sort_keys=True),
+            "essence": json.dumps(as_dict(entry.essence or {}), sort_keys=True),
             "state": None,
             "next_run_time": next_run,
             "runtime_paused": entry.runtime_paused,
