@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
+from engine import __version__
 from engine.history import History, Run
 from engine.leader import Lease, lease_for
 from engine.loader import Loader, Snapshot
@@ -33,7 +34,7 @@ from engine.watcher import watch
 __all__ = ["Engine"]
 
 log = logging.getLogger("schedctl")
-VERSION = "0.1.0"
+VERSION = __version__
 SWITCH_INTERVAL_S = 0.0005
 LEASE_RETRY_S = 2.0  # a standby tries the lease this often: takeover well within 15 s
 
