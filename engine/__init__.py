@@ -1,5 +1,6 @@
 """schedctl: schedules as code, reconciled into a live APScheduler."""
 
+from engine._version import __version__
 from engine.cron import CronExpression
 from engine.errors import CronError, JobRefused, Problem, SchedctlError, SpecError, TaskError
 from engine.loader import Loader, Snapshot
@@ -17,5 +18,5 @@ __all__ = [
     "Snapshot",
     "SpecError",
     "TaskError",
+    "__version__",
 ]
-__version__ = "0.1.0"

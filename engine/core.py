@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from engine import __version__
+from engine._version import __version__
 from engine.history import History, Run
 from engine.leader import Lease, lease_for
 from engine.loader import Loader, Snapshot

@@ -26,7 +26,6 @@ from engine.spec import (
     TRIGGER_FIELDS,
     Essence,
     JobSpec,
-    fingerprint,
 )
 from engine.tasks import resolve_task
 from engine.yamlio import Located, parse_yaml
@@ -153,8 +152,20 @@ class Loader:
         self.check_tasks = check_tasks
         self._cache: dict[str, FileResult] = {}
         self.parsed = 0  # files parsed, not served from cache: for tests and benchmarks
+        self._tasks: dict[str, str | None] = {}
+
+    def task_problem(self, task: str) -> str | None:
+        """What is wrong with a task path, or None; asked once per path per scan."""
+        if task not in self._tasks:
+            try:
+                resolve_task(task, self.task_modules)
+                self._tasks[task] = None
+            except TaskError as exc:
+                self._tasks[task] = str(exc)
+        return self._tasks[task]
 
     def scan(self, roots: Iterable[Path]) -> Snapshot:
+        self._tasks.clear()  # a module that failed may import now
         files: dict[str, FileResult] = {}
         missing: list[str] = []
         for root in roots:
@@ -297,13 +308,12 @@ class _FileChecker:
         if len(self.doc.problems) > before:
             return None
         if self.loader.check_tasks:
-            try:
-                resolve_task(spec.task, self.loader.task_modules)
-            except TaskError as exc:
-                self.doc.problem((*base, "task"), str(exc))
+            task_error = self.loader.task_problem(spec.task)
+            if task_error is not None:
+                self.doc.problem((*base, "task"), task_error)
                 return None
         line, column = self.doc.where(base, key=True)
-        return Declared(job_id, spec, self.doc.file, line, column, fingerprint(spec.essence()))
+        return Declared(job_id, spec, self.doc.file, line, column, spec.fingerprint())
 
     def _origin(self, job_id: str, body: dict[str, Any], name: str) -> tuple[str, ...]:
         return ("jobs", job_id, name) if name in body else ("defaults", name)

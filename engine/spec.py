@@ -28,6 +28,7 @@ from pydantic import (
     StrictStr,
     WithJsonSchema,
     create_model,
+    field_serializer,
     model_validator,
 )
 
@@ -48,6 +49,7 @@ __all__ = [
     "as_dict",
     "file_schema",
     "fingerprint",
+    "fingerprint_text",
 ]
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -184,9 +186,21 @@ class JobSpec(_Options):
             return "cron"
         return "interval" if self.interval is not None else "date"
 
+    @field_serializer("args", "kwargs", "labels")
+    def _canonical(self, value: Any) -> Any:
+        # Mapping keys in a fixed order: reordering keys in a file changes nothing.
+        return _sorted_keys(value)
+
     def essence(self) -> dict[str, Any]:
         """The canonical, JSON-ready form: what matters, nothing of where it was written."""
         return self.model_dump(mode="json")
+
+    def canonical_json(self) -> str:
+        """The essence as JSON text, the same for equal jobs (what the database keeps)."""
+        return self.model_dump_json()
+
+    def fingerprint(self) -> str:
+        return fingerprint_text(self.canonical_json())
 
     def schedule_essence(self) -> dict[str, Any]:
         data = self.essence()
@@ -261,6 +275,19 @@ def file_schema() -> dict[str, Any]:
     schema = FileSpec.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     return schema
+
+
+def fingerprint_text(text: str) -> str:
+    """A short, stable hash of canonical JSON text."""
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _sorted_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted_keys(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, list):
+        return [_sorted_keys(v) for v in value]
+    return value
 
 
 def fingerprint(essence: Any) -> str:

@@ -11,7 +11,7 @@ import json
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,8 @@ class JobRow:
     next_run_time: float | None
     runtime_paused: bool
     done: bool
+    # The text as stored (its hash is the fingerprint); ``essence`` is the same, parsed.
+    essence_json: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,7 @@ class StateDB:
                 r.next_run_time,
                 bool(r.runtime_paused),
                 bool(r.done),
+                r.essence,
             )
             for r in rows
         ]

@@ -8,7 +8,6 @@ the job store holds only what APScheduler needs to fire them.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import pickle
@@ -32,7 +31,7 @@ from engine.scheduler.executor import RunnerExecutor
 from engine.scheduler.jobs import describe_trigger, payload, trigger_for
 from engine.scheduler.store import HeapJobStore
 from engine.scheduler.triggers import CrontabTrigger
-from engine.spec import Essence, JobSpec, as_dict, fingerprint
+from engine.spec import Essence, JobSpec, as_dict, fingerprint_text
 from engine.state import JobRow
 
 __all__ = ["Entry", "SchedulerFacade"]
@@ -177,11 +176,11 @@ class SchedulerFacade:
     def _restore_declared(
         self, row: JobRow, want: Desired | None, now: datetime, specs: dict[str, JobSpec]
     ) -> None:
-        assert row.essence is not None
-        fp = fingerprint(row.essence)
+        assert row.essence_json is not None
+        fp = fingerprint_text(row.essence_json)
         spec = want.spec if want is not None and want.fingerprint == fp else specs.get(fp)
         if spec is None:
-            spec = specs[fp] = JobSpec.model_validate(row.essence)
+            spec = specs[fp] = JobSpec.model_validate_json(row.essence_json)
         entry = Entry(
             row.id,
             "declared",
@@ -500,7 +499,7 @@ class SchedulerFacade:
             "file": entry.file,
             "line": entry.line,
             "col": entry.column,
-            "essence": json.dumps(as_dict(entry.essence or {}), sort_keys=True),
+            "essence": entry.spec.canonical_json() if entry.spec else None,
             "state": None,
             "next_run_time": next_run,
             "runtime_paused": entry.runtime_paused,
