@@ -122,9 +122,10 @@ class Engine:
         runs = await asyncio.to_thread(self.db.load_runs, self.settings.history_limit)
         history.load(_runs(runs), taking_over=True)
         snapshot = await asyncio.to_thread(self._scan)
-        facade.restore(rows, self._desired(snapshot), self._specs)
+        desired = self._desired(snapshot)
+        facade.restore(rows, desired, self._specs)
         self.history, self.facade, self.leading = history, facade, True
-        await self._reconcile_snapshot(snapshot, "start", time.perf_counter())
+        await self._reconcile_snapshot(snapshot, "start", time.perf_counter(), desired)
         self.persister.start()
         self.facade.start()
         self.metrics.leader.set(1)
@@ -285,13 +286,19 @@ class Engine:
         return desired
 
     async def _reconcile_snapshot(
-        self, snapshot: Snapshot, reason: str, started: float
+        self,
+        snapshot: Snapshot,
+        reason: str,
+        started: float,
+        desired: dict[str, Desired] | None = None,
     ) -> dict[str, Any]:
         live = self.facade.live()
         invalid = snapshot.invalid_files
         if snapshot.missing:  # a folder mid-swap or unmounted says nothing: keep everything
             invalid = invalid | {job.file for job in live.values() if job.file}
-        the_plan = plan(self._desired(snapshot), live, invalid, set(snapshot.duplicates))
+        if desired is None:
+            desired = self._desired(snapshot)
+        the_plan = plan(desired, live, invalid, set(snapshot.duplicates))
         warnings = self.facade.apply(the_plan)
         problems = snapshot.problems
         changed = the_plan.changed_steps  # a job that only moved in its file is unchanged
