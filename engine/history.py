@@ -7,7 +7,6 @@ batch writer (``engine.persist``) has put it in the database. Each job keeps its
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +17,7 @@ __all__ = ["FINISHED", "History", "Run"]
 FINISHED = frozenset({"success", "failed", "timeout", "skipped", "missed", "cancelled"})
 
 
-@dataclass
+@dataclass(slots=True)
 class Run:
     """One attempt of one scheduled run of one job."""
 
@@ -73,7 +72,8 @@ class History:
 
     def __init__(self, limit: int = 100, on_change: Callable[[Run], None] | None = None) -> None:
         self.limit = limit
-        self._runs: dict[str, deque[Run]] = {}
+        # Lists, trimmed in steps: a deque(maxlen) allocates 64 slots for a job's first run.
+        self._runs: dict[str, list[Run]] = {}
         self._running: dict[str, int] = {}
         self._on_change = on_change or (lambda run: None)
 
@@ -110,8 +110,10 @@ class History:
     def _append(self, run: Run) -> None:
         runs = self._runs.get(run.job_id)
         if runs is None:
-            runs = self._runs[run.job_id] = deque(maxlen=self.limit)
+            runs = self._runs[run.job_id] = []
         runs.append(run)
+        if len(runs) > self.limit + self.limit // 2:
+            del runs[: -self.limit]
 
     def load(self, runs: Iterable[Run], *, taking_over: bool = True) -> None:
         """Runs read back from the database, oldest first.
@@ -130,7 +132,7 @@ class History:
             self._append(run)
 
     def runs(self, job_id: str) -> list[Run]:
-        return list(reversed(self._runs.get(job_id, ())))
+        return list(reversed(self._runs.get(job_id, [])[-self.limit :]))
 
     def last_finished(self, job_id: str) -> Run | None:
         for run in reversed(self._runs.get(job_id, ())):
