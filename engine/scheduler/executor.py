@@ -128,17 +128,8 @@ class RunnerExecutor(BaseExecutor):
                 self.history.record(job.id, run_time, "skipped", reason)
             return False
         assert self._loop is not None
-        if len(run_times) == 1:
-            work: Any = execute(
-                job.id,
-                run_times[0],
-                data["task"],
-                list(data.get("args") or ()),
-                dict(data.get("kwargs") or {}),
-                RunOptions(**data.get("options", {})),
-                self.history,
-                self.threads,
-            )
+        if len(run_times) == 1:  # the usual case: no extra coroutine in between
+            work: Any = self._execute(job.id, run_times[0], data)
         else:
             work = self._in_order(job.id, run_times, data)
         task = self._loop.create_task(work, name=f"schedctl-run:{job.id}")
@@ -149,17 +140,21 @@ class RunnerExecutor(BaseExecutor):
     async def _in_order(self, job_id: str, run_times: list[datetime], data: dict[str, Any]) -> str:
         status = ""
         for run_time in run_times:
-            status = await execute(
-                job_id,
-                run_time,
-                data["task"],
-                list(data.get("args") or ()),
-                dict(data.get("kwargs") or {}),
-                RunOptions(**data.get("options", {})),
-                self.history,
-                self.threads,
-            )
+            status = await self._execute(job_id, run_time, data)
         return status
+
+    def _execute(self, job_id: str, run_time: datetime, data: dict[str, Any]) -> Any:
+        """The runner's coroutine for one scheduled run of a job with this payload."""
+        return execute(
+            job_id,
+            run_time,
+            data["task"],
+            list(data.get("args") or ()),
+            dict(data.get("kwargs") or {}),
+            RunOptions(**data.get("options", {})),
+            self.history,
+            self.threads,
+        )
 
     def _done(self, job_id: str, task: asyncio.Task[str]) -> None:
         running = self.active.get(job_id)
