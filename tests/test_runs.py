@@ -6,31 +6,25 @@ Each test runs a real engine in the test's event loop over schedule files in ``t
 
 from __future__ import annotations
 
-import asyncio
 import importlib
-import inspect
 import json
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Awaitable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import httpx
 import pytest
 import time_machine
-from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.app import create_app
 from engine.settings import Settings
 from tests.conftest import MakePackage
+from tests.harness import RUN_FIELDS, Running, eventually, parse_time, running
 
 TASKS = "rn_tasks"
 
@@ -86,73 +80,9 @@ def flaky():
 """
 
 NEVER = '"0 0 1 1 *"'  # once a year: the job only runs when the test says run_job
-RUN_FIELDS = {
-    "status",
-    "scheduled_at",
-    "started_at",
-    "finished_at",
-    "duration_s",
-    "attempt",
-    "error",
-}
 
 
 # -- harness ------------------------------------------------------------------------------
-
-
-async def eventually(
-    predicate: Callable[[], Any | Awaitable[Any]], within: float = 5.0, what: str = ""
-) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``within`` s."""
-    deadline = time.monotonic() + within
-    while True:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {within}s: {what or predicate}")
-        await asyncio.sleep(0.02)
-
-
-@dataclass
-class Running:
-    app: FastAPI
-    client: httpx.AsyncClient
-
-    @property
-    def scheduler(self) -> Any:
-        return self.app.state.scheduler
-
-    async def job(self, job_id: str) -> dict[str, Any]:
-        response = await self.client.get(f"/jobs/{job_id}")
-        assert response.status_code == 200, response.text
-        return response.json()  # type: ignore[no-any-return]
-
-    async def runs(self, job_id: str) -> list[dict[str, Any]]:
-        return (await self.job(job_id))["runs"]  # type: ignore[no-any-return]
-
-    def until_runs(
-        self, job_id: str, accept: Callable[[list[dict[str, Any]]], bool], what: str = ""
-    ) -> Callable[[], Awaitable[list[dict[str, Any]] | None]]:
-        """A predicate for ``eventually``: the job's runs once ``accept(runs)`` holds."""
-
-        async def check() -> list[dict[str, Any]] | None:
-            runs = await self.runs(job_id)
-            return runs if accept(runs) else None
-
-        return check
-
-
-@asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Running]:
-    app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
-    ):
-        yield Running(app, client)
 
 
 @pytest.fixture
@@ -183,12 +113,6 @@ def jobs(make_package: MakePackage) -> Iterator[ModuleType]:
 
 def declare(schedules: Path, text: str) -> None:
     (schedules / "jobs.yaml").write_text(textwrap.dedent(text).lstrip())
-
-
-def parse_time(text: str) -> datetime:
-    value = datetime.fromisoformat(text)
-    assert value.utcoffset() is not None, f"{text!r} has no UTC offset"
-    return value
 
 
 def statuses(runs: list[dict[str, Any]]) -> list[str]:

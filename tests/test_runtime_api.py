@@ -6,13 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import inspect
 import textwrap
 import threading
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
@@ -29,6 +25,7 @@ from engine.app import create_app, lifespan
 from engine.errors import JobRefused
 from engine.settings import Settings
 from tests.conftest import MakePackage
+from tests.harness import JOB_FIELDS, RUN_FIELDS, eventually, parse_time, running, serving
 
 TASKS = "rt_tasks"
 
@@ -87,72 +84,8 @@ jobs:
     description: declared in a file
 """
 
-JOB_FIELDS = {
-    "id",
-    "task",
-    "args",
-    "kwargs",
-    "trigger",
-    "next_run_time",
-    "paused",
-    "source",
-    "file",
-    "line",
-    "description",
-    "labels",
-    "running",
-    "last_run",
-}
-RUN_FIELDS = {
-    "status",
-    "scheduled_at",
-    "started_at",
-    "finished_at",
-    "duration_s",
-    "attempt",
-    "error",
-}
 
 # -- harness ------------------------------------------------------------------------------
-
-
-async def eventually(
-    predicate: Callable[[], Any | Awaitable[Any]], within: float = 5.0, what: str = ""
-) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``within`` s."""
-    deadline = time.monotonic() + within
-    while True:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {within}s: {what or predicate}")
-        await asyncio.sleep(0.02)
-
-
-@dataclass
-class Running:
-    app: FastAPI
-    client: httpx.AsyncClient
-
-    @property
-    def scheduler(self) -> Any:
-        return self.app.state.scheduler
-
-
-@asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[Running]:
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
-    ):
-        yield Running(app, client)
-
-
-def running(settings: Settings) -> Any:
-    return serving(create_app(settings))
 
 
 @pytest.fixture
@@ -198,12 +131,6 @@ def edit(path: Path, old: str, new: str) -> None:
 
 def write(path: Path, text: str) -> None:
     path.write_text(textwrap.dedent(text).lstrip())
-
-
-def parse_time(text: str) -> datetime:
-    value = datetime.fromisoformat(text)
-    assert value.utcoffset() is not None, f"{text!r} has no UTC offset"
-    return value
 
 
 # -- add_job ------------------------------------------------------------------------------

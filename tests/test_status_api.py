@@ -4,28 +4,22 @@ answers, errors of invalid files, methods, secret masking and timestamps.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import importlib.metadata
-import inspect
 import textwrap
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import httpx
 import pytest
-from fastapi import FastAPI
 
 from engine.app import create_app
 from engine.settings import Settings
 from tests.conftest import MakePackage
+from tests.harness import JOB_FIELDS, client_for, eventually, parse_time, running
 
 TASKS = "st_tasks"
 
@@ -41,22 +35,6 @@ async def aping(*args, **kwargs):
     calls.append((args, kwargs))
 """
 
-JOB_FIELDS = {
-    "id",
-    "task",
-    "args",
-    "kwargs",
-    "trigger",
-    "next_run_time",
-    "paused",
-    "source",
-    "file",
-    "line",
-    "description",
-    "labels",
-    "running",
-    "last_run",
-}
 REPORT_FIELDS = {"at", "duration_ms", "added", "updated", "removed", "unchanged", "errors"}
 PATHS = ("/healthz", "/readyz", "/jobs", "/jobs/hourly", "/status", "/metrics")
 HOURLY = """
@@ -68,49 +46,6 @@ jobs:
 
 
 # -- harness ------------------------------------------------------------------------------
-
-
-async def eventually(
-    predicate: Callable[[], Any | Awaitable[Any]], within: float = 5.0, what: str = ""
-) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``within`` s."""
-    deadline = time.monotonic() + within
-    while True:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {within}s: {what or predicate}")
-        await asyncio.sleep(0.02)
-
-
-@dataclass
-class Running:
-    app: FastAPI
-    client: httpx.AsyncClient
-
-    async def get(self, path: str) -> Any:
-        response = await self.client.get(path)
-        assert response.status_code == 200, (path, response.status_code, response.text)
-        return response.json()
-
-    async def reconcile(self) -> dict[str, Any]:
-        report = await self.app.state.engine.reconcile()
-        assert report is not None
-        return report  # type: ignore[no-any-return]
-
-
-def client_for(app: FastAPI) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
-
-
-@asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Running]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app), client_for(app) as client:
-        yield Running(app, client)
 
 
 @pytest.fixture
@@ -145,12 +80,6 @@ def write(path: Path, text: str) -> Path:
 
 def same_file(reported: str, path: Path) -> bool:
     return Path(reported).resolve() == path.resolve()
-
-
-def parse_time(text: str) -> datetime:
-    value = datetime.fromisoformat(text)
-    assert value.utcoffset() is not None, f"{text!r} has no UTC offset"
-    return value
 
 
 async def _with_last_run(job: Awaitable[dict[str, Any]]) -> dict[str, Any] | None:
