@@ -8,25 +8,10 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import ServeFactory, write
+from tests.harness import JOB_FIELDS as JOB_KEYS
 
 pytestmark = pytest.mark.e2e
 
-JOB_KEYS = {
-    "id",
-    "task",
-    "args",
-    "kwargs",
-    "trigger",
-    "next_run_time",
-    "paused",
-    "source",
-    "file",
-    "line",
-    "description",
-    "labels",
-    "running",
-    "last_run",
-}
 SECRETS = ["hunter2", "sk-live-123", "tok-456", "pw-789", "deep-secret", "bearer-xyz", "pk-000"]
 
 
