@@ -36,6 +36,7 @@ __all__ = ["Engine"]
 log = logging.getLogger("schedctl")
 VERSION = __version__
 SWITCH_INTERVAL_S = 0.0005
+FULL_GC_EVERY = 100  # middle-generation collections between full ones (Python's default: 10)
 LEASE_RETRY_S = 2.0  # a standby tries the lease this often: takeover well within 15 s
 
 
@@ -78,6 +79,7 @@ class Engine:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._leader_tasks: list[asyncio.Task[None]] = []
+        self._gc_threshold: tuple[int, int, int] | None = None
         self.reconciled = asyncio.Condition()
         self.reconcile_count = 0
 
@@ -132,6 +134,11 @@ class Engine:
         # What start loaded lives as long as the process: keep it out of every GC pass.
         gc.collect()
         gc.freeze()
+        # After the freeze the oldest generation is small, so Python would run full
+        # collections often; each one pauses the loop for every run record kept since.
+        self._gc_threshold = gc.get_threshold()
+        young, middle, old = self._gc_threshold
+        gc.set_threshold(young, middle, max(old, FULL_GC_EVERY))
         # The writer thread must not hold the GIL for the default 5 ms while a run is due.
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         self._leader_tasks = [
@@ -219,6 +226,8 @@ class Engine:
         self.db.close()
         self.ready = False
         gc.unfreeze()  # what start froze may be garbage now
+        if self._gc_threshold is not None:
+            gc.set_threshold(*self._gc_threshold)
 
     # -- hooks -------------------------------------------------------------------------
 
