@@ -22,7 +22,7 @@ from engine.leader import Lease, lease_for
 from engine.loader import Loader, Snapshot
 from engine.metrics import Metrics
 from engine.persist import Persister
-from engine.reconciler import Desired, Op, plan
+from engine.reconciler import Desired, plan
 from engine.redact import redact
 from engine.scheduler.facade import SchedulerFacade
 from engine.settings import Settings
@@ -80,8 +80,6 @@ class Engine:
         self._tasks: list[asyncio.Task[None]] = []
         self._leader_tasks: list[asyncio.Task[None]] = []
         self._gc_threshold: tuple[int, int, int] | None = None
-        self.reconciled = asyncio.Condition()
-        self.reconcile_count = 0
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -310,10 +308,10 @@ class Engine:
         the_plan = plan(desired, live, invalid, set(snapshot.duplicates))
         warnings = self.facade.apply(the_plan)
         problems = snapshot.problems
-        changed = the_plan.changed_steps  # a job that only moved in its file is unchanged
-        counts = {op.value: sum(1 for s in changed if s.op is op) for op in Op}
+        counts = the_plan.counts()  # a job that only moved in its file is unchanged
+        changed = sum(counts.values())
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
-        unchanged = len(the_plan.effective) - sum(1 for s in changed if s.op is not Op.REMOVE)
+        unchanged = len(the_plan.effective) - (changed - counts["remove"])
         report = {
             "at": datetime.now(UTC).isoformat(),
             "duration_ms": duration_ms,
@@ -350,9 +348,6 @@ class Engine:
                 if problems
                 else "",
             )
-        async with self.reconciled:
-            self.reconcile_count += 1
-            self.reconciled.notify_all()
         return report
 
     def _count_jobs(self) -> None:

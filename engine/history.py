@@ -142,6 +142,3 @@ class History:
 
     def running(self, job_id: str) -> int:
         return self._running.get(job_id, 0)
-
-    def in_progress(self) -> list[Run]:
-        return [r for runs in self._runs.values() for r in runs if r.status == "running"]

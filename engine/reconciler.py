@@ -87,8 +87,9 @@ class Plan:
         return tuple(s for s in self.steps if s.changes or s.op in (Op.ADD, Op.REMOVE))
 
     def counts(self) -> dict[str, int]:
+        """Changed jobs by operation (a provenance-only update changes nothing)."""
         counts = {op.value: 0 for op in Op}
-        for step in self.steps:
+        for step in self.changed_steps:
             counts[step.op.value] += 1
         return counts
 

@@ -2,7 +2,7 @@
 
 A ``FileSpec`` holds ``defaults`` and ``jobs``; each ``JobSpec`` is one job with exactly
 one trigger: ``cron``, ``interval`` or ``at``. ``essence()`` is the canonical, location-free
-form the reconciler compares; ``schedule_essence()`` is the part that decides when it fires.
+form the reconciler compares; ``SCHEDULE_FIELDS`` are the ones that decide when it fires.
 """
 
 from __future__ import annotations
@@ -201,10 +201,6 @@ class JobSpec(_Options):
 
     def fingerprint(self) -> str:
         return fingerprint_text(self.canonical_json())
-
-    def schedule_essence(self) -> dict[str, Any]:
-        data = self.essence()
-        return {name: data[name] for name in SCHEDULE_FIELDS}
 
 
 def _naive_cmp(value: datetime) -> datetime:
