@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -58,6 +59,19 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"not true within {within}s: {what or predicate}")
         await asyncio.sleep(0.02)
+
+
+def engine_settings(tmp_path: Path, package: str, shutdown_grace: float) -> Settings:
+    """An unwatched engine on ``tmp_path/schedules`` with its own SQLite database."""
+    schedules = tmp_path / "schedules"
+    schedules.mkdir(exist_ok=True)
+    return Settings(
+        schedules_dir=schedules,
+        database_url=f"sqlite:///{tmp_path / 'state.db'}",
+        task_modules=(package,),
+        watch=False,
+        shutdown_grace=shutdown_grace,
+    )
 
 
 def parse_time(text: str) -> datetime:

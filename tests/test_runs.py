@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from engine.settings import Settings
 from tests.conftest import MakePackage
-from tests.harness import RUN_FIELDS, Running, eventually, parse_time, running
+from tests.harness import RUN_FIELDS, Running, engine_settings, eventually, parse_time, running
 
 TASKS = "rn_tasks"
 
@@ -86,21 +86,13 @@ NEVER = '"0 0 1 1 *"'  # once a year: the job only runs when the test says run_j
 
 
 @pytest.fixture
-def schedules(tmp_path: Path) -> Path:
-    folder = tmp_path / "schedules"
-    folder.mkdir()
-    return folder
+def settings(tmp_path: Path) -> Settings:
+    return engine_settings(tmp_path, TASKS, shutdown_grace=0.5)
 
 
 @pytest.fixture
-def settings(tmp_path: Path, schedules: Path) -> Settings:
-    return Settings(
-        schedules_dir=schedules,
-        database_url=f"sqlite:///{tmp_path / 'state.db'}",
-        task_modules=(TASKS,),
-        watch=False,
-        shutdown_grace=0.5,
-    )
+def schedules(settings: Settings) -> Path:
+    return settings.schedules_dir
 
 
 @pytest.fixture

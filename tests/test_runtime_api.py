@@ -25,7 +25,15 @@ from engine.app import create_app, lifespan
 from engine.errors import JobRefused
 from engine.settings import Settings
 from tests.conftest import MakePackage
-from tests.harness import JOB_FIELDS, RUN_FIELDS, eventually, parse_time, running, serving
+from tests.harness import (
+    JOB_FIELDS,
+    RUN_FIELDS,
+    engine_settings,
+    eventually,
+    parse_time,
+    running,
+    serving,
+)
 
 TASKS = "rt_tasks"
 
@@ -89,21 +97,13 @@ jobs:
 
 
 @pytest.fixture
-def schedules(tmp_path: Path) -> Path:
-    folder = tmp_path / "schedules"
-    folder.mkdir()
-    return folder
+def settings(tmp_path: Path) -> Settings:
+    return engine_settings(tmp_path, TASKS, shutdown_grace=2)
 
 
 @pytest.fixture
-def settings(tmp_path: Path, schedules: Path) -> Settings:
-    return Settings(
-        schedules_dir=schedules,
-        database_url=f"sqlite:///{tmp_path / 'state.db'}",
-        task_modules=(TASKS,),
-        watch=False,
-        shutdown_grace=2,
-    )
+def schedules(settings: Settings) -> Path:
+    return settings.schedules_dir
 
 
 @pytest.fixture

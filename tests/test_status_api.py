@@ -19,7 +19,7 @@ import pytest
 from engine.app import create_app
 from engine.settings import Settings
 from tests.conftest import MakePackage
-from tests.harness import JOB_FIELDS, client_for, eventually, parse_time, running
+from tests.harness import JOB_FIELDS, client_for, engine_settings, eventually, parse_time, running
 
 TASKS = "st_tasks"
 
@@ -49,21 +49,13 @@ jobs:
 
 
 @pytest.fixture
-def schedules(tmp_path: Path) -> Path:
-    folder = tmp_path / "schedules"
-    folder.mkdir()
-    return folder
+def settings(tmp_path: Path) -> Settings:
+    return engine_settings(tmp_path, TASKS, shutdown_grace=1)
 
 
 @pytest.fixture
-def settings(tmp_path: Path, schedules: Path) -> Settings:
-    return Settings(
-        schedules_dir=schedules,
-        database_url=f"sqlite:///{tmp_path / 'state.db'}",
-        task_modules=(TASKS,),
-        watch=False,
-        shutdown_grace=1,
-    )
+def schedules(settings: Settings) -> Path:
+    return settings.schedules_dir
 
 
 @pytest.fixture
