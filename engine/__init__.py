@@ -1,10 +1,10 @@
 """schedctl: schedules as code, reconciled into a live APScheduler."""
 
 from engine._version import __version__
-from engine.cron import CronExpression
 from engine.errors import CronError, JobRefused, Problem, SchedctlError, SpecError, TaskError
-from engine.loader import Loader, Snapshot
-from engine.spec import FileSpec, JobSpec
+from engine.files.cron import CronExpression
+from engine.files.loader import Loader, Snapshot
+from engine.files.spec import FileSpec, JobSpec
 
 __all__ = [
     "CronError",

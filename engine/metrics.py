@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from engine.history import Run
+from engine.state.history import Run
 
 __all__ = ["Metrics"]
 

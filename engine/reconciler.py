@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from engine.spec import SCHEDULE_FIELDS, as_dict
+from engine.files.spec import SCHEDULE_FIELDS, as_dict
 
 __all__ = ["Change", "Desired", "LiveJob", "Op", "Plan", "Step", "plan", "revision_of"]
 

@@ -3,7 +3,7 @@
 Three kinds of checks:
 
 * a brute-force reference matcher written here, independent of cronsim and of
-  ``engine.cron``: it walks UTC days one by one and, on each day whose month and day
+  ``engine.files.cron``: it walks UTC days one by one and, on each day whose month and day
   fields match (with Debian's day-of-month / day-of-week OR rule and Sunday as 0 or 7),
   tries every minute of the day against the hour and minute sets;
 * a hand-written table of expected fire times (crontab(5) examples and classic pitfalls);
@@ -19,8 +19,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from engine.cron import CronExpression
 from engine.errors import CronError
+from engine.files.cron import CronExpression
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from engine.durations import format_duration, parse_duration
 from engine.errors import DurationError, SpecError
+from engine.files.durations import format_duration, parse_duration
 
 
 @pytest.mark.parametrize(

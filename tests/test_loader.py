@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.loader import Loader, find_files
+from engine.files.loader import Loader, find_files
 from tests.conftest import MakePackage
 
 

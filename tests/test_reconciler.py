@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from engine.loader import Loader
+from engine.files.loader import Loader
+from engine.files.spec import JobSpec, fingerprint
 from engine.reconciler import Change, Desired, LiveJob, Op, Plan, Step, plan
-from engine.spec import JobSpec, fingerprint
 
 BASE: dict[str, Any] = {"task": "tasks.reports:nightly", "cron": "0 2 * * *"}
 

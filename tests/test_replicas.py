@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from engine.core import Engine
+from engine.engine import Engine
 from engine.settings import Settings
 
 JOBS = """

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.loader import Loader
+from engine.files.loader import Loader
 from tests.conftest import MakePackage
 
 TASK_CODE = {

@@ -17,10 +17,10 @@ import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError
 
-from engine import state
-from engine.history import Run
-from engine.persist import Persister
-from engine.state import JobRow, RunRow, StateDB
+from engine.state import db as state
+from engine.state.db import JobRow, RunRow, StateDB
+from engine.state.history import Run
+from engine.state.persist import Persister
 
 T0 = datetime(2030, 1, 1, 2, 0, tzinfo=UTC)
 ESSENCE = {"task": "tasks.reports:nightly", "cron": "0 2 * * *", "args": ["pdf"], "retries": 2}

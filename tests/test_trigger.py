@@ -372,7 +372,7 @@ def test_pickled_state_is_plain_data(kwargs: dict[str, Any]) -> None:
     assert isinstance(state["timezone"], str)
     assert b"cronsim" not in data
     assert b"zoneinfo" not in data.lower()
-    assert b"engine.cron" not in data
+    assert b"engine.files.cron" not in data
 
 
 def test_pickle_keeps_window_and_jitter() -> None:

@@ -20,8 +20,8 @@ from typing import Any
 from apscheduler.executors.base import BaseExecutor
 from apscheduler.job import Job
 
-from engine.history import History
-from engine.runner import RunOptions, execute
+from engine.execution.runner import RunOptions, execute
+from engine.state.history import History
 
 __all__ = ["RunnerExecutor"]
 

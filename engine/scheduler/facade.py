@@ -23,21 +23,21 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.util import obj_to_ref, ref_to_obj
 
 from engine.errors import JobRefused
-from engine.history import History
+from engine.execution.runner import run
+from engine.files.spec import Essence, JobSpec, as_dict, fingerprint_text
 from engine.reconciler import Desired, LiveJob, Op, Plan, Step
 from engine.redact import redact
-from engine.runner import run
 from engine.scheduler.executor import RunnerExecutor
 from engine.scheduler.jobs import describe_trigger, payload, trigger_for
 from engine.scheduler.store import HeapJobStore
 from engine.scheduler.triggers import CrontabTrigger
-from engine.spec import Essence, JobSpec, as_dict, fingerprint_text
-from engine.state import JobRow
+from engine.state.db import JobRow
+from engine.state.history import History
 
 __all__ = ["Entry", "SchedulerFacade"]
 
 log = logging.getLogger("schedctl.scheduler")
-RUN_REF = "engine.runner:run"
+RUN_REF = "engine.execution.runner:run"
 DECLARED: dict[str, Any] = {}  # the shared kwargs of every declared job (see payload_of)
 DEFAULT_GRACE = 60  # seconds; APScheduler requires an int
 

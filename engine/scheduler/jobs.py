@@ -11,11 +11,11 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from engine.durations import format_duration
-from engine.preview import aware
+from engine.files.durations import format_duration
+from engine.files.preview import aware
+from engine.files.spec import JobSpec
+from engine.files.tasks import split_task
 from engine.scheduler.triggers import CrontabTrigger
-from engine.spec import JobSpec
-from engine.tasks import split_task
 
 __all__ = ["describe_trigger", "payload", "trigger_for"]
 

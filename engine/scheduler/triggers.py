@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.base import BaseTrigger
 
-from engine.cron import CronExpression
+from engine.files.cron import CronExpression
 
 __all__ = ["CrontabTrigger"]
 

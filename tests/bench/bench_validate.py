@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from engine.loader import Loader
+from engine.files.loader import Loader
 
 FILES = 100
 JOBS_PER_FILE = 100

@@ -10,13 +10,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from engine.cron import CronExpression
 from engine.errors import SchedctlError
-from engine.loader import Loader
-from engine.preview import aware, next_fire_times
+from engine.files.cron import CronExpression
+from engine.files.loader import Loader
+from engine.files.preview import aware, next_fire_times
+from engine.files.spec import JobSpec, file_schema
+from engine.files.tasks import ensure_cwd_on_path
 from engine.settings import Settings
-from engine.spec import JobSpec, file_schema
-from engine.tasks import ensure_cwd_on_path
 
 __all__ = ["main"]
 
@@ -140,7 +140,7 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from engine.server import serve
+    from engine.surfaces.server import serve
 
     settings = Settings.from_env(
         schedules_dir=args.schedules,
@@ -153,14 +153,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from engine.remote import plan_against
+    from engine.surfaces.remote import plan_against
 
     settings = Settings.from_env(schedules_dir=args.schedules)
     return plan_against(settings, args.url)
 
 
 def _jobs(args: argparse.Namespace) -> int:
-    from engine.remote import print_jobs
+    from engine.surfaces.remote import print_jobs
 
     return print_jobs(args.url)
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.core import Engine
+from engine.engine import Engine
 from engine.errors import JobRefused
 from engine.scheduler.triggers import CrontabTrigger
 

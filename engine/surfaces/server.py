@@ -7,8 +7,8 @@ from types import FrameType
 
 import uvicorn
 
-from engine.app import create_app
 from engine.settings import Settings
+from engine.surfaces.app import create_app
 
 __all__ = ["serve"]
 

@@ -1,7 +1,7 @@
 """Run history: the in-memory read model of every run, fed by the runner.
 
 The status API reads from here, so it always shows what has happened, even before the
-batch writer (``engine.persist``) has put it in the database. Each job keeps its newest
+batch writer (``engine.state.persist``) has put it in the database. Each job keeps its newest
 ``limit`` runs.
 """
 

@@ -17,19 +17,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine._version import __version__
-from engine.history import History, Run
-from engine.leader import Lease, lease_for
-from engine.loader import Loader, Snapshot
+from engine.files.loader import Loader, Snapshot
+from engine.files.spec import as_dict
+from engine.files.tasks import ensure_cwd_on_path
+from engine.files.watcher import watch
 from engine.metrics import Metrics
-from engine.persist import Persister
 from engine.reconciler import Desired, plan
 from engine.redact import redact
 from engine.scheduler.facade import SchedulerFacade
 from engine.settings import Settings
-from engine.spec import as_dict
-from engine.state import StateDB
-from engine.tasks import ensure_cwd_on_path
-from engine.watcher import watch
+from engine.state.db import StateDB
+from engine.state.history import History, Run
+from engine.state.lease import Lease, lease_for
+from engine.state.persist import Persister
 
 __all__ = ["Engine"]
 

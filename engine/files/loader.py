@@ -20,15 +20,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from engine.errors import FieldError, Problem, TaskError
-from engine.spec import (
+from engine.files.spec import (
     JOB_ID_PATTERN,
     OPTION_FIELDS,
     TRIGGER_FIELDS,
     Essence,
     JobSpec,
 )
-from engine.tasks import resolve_task
-from engine.yamlio import Located, parse_yaml
+from engine.files.tasks import resolve_task
+from engine.files.yamlio import Located, parse_yaml
 
 __all__ = ["Declared", "FileResult", "Loader", "Snapshot", "display_path", "find_files"]
 

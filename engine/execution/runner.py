@@ -1,4 +1,4 @@
-"""The runner: what every job calls, referenced textually as ``engine.runner:run``.
+"""The runner: what every job calls, referenced textually as ``engine.execution.runner:run``.
 
 Each APScheduler job's callable is ``run`` with plain data (the task path and its
 arguments), so every job serialises and every run is instrumented the same way. The
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from engine.history import History
+from engine.state.history import History
 
 __all__ = ["RunOptions", "execute", "resolve", "run"]
 

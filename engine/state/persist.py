@@ -15,8 +15,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from engine.history import Run
-from engine.state import StateDB
+from engine.state.db import StateDB
+from engine.state.history import Run
 
 __all__ = ["Persister"]
 

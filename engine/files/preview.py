@@ -9,8 +9,8 @@ from __future__ import annotations
 from datetime import datetime, tzinfo
 from zoneinfo import ZoneInfo
 
-from engine.cron import CronExpression
-from engine.spec import JobSpec
+from engine.files.cron import CronExpression
+from engine.files.spec import JobSpec
 
 __all__ = ["aware", "next_fire_times"]
 

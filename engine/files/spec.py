@@ -32,9 +32,9 @@ from pydantic import (
     model_validator,
 )
 
-from engine.cron import CronExpression
-from engine.durations import format_duration, parse_duration
 from engine.errors import FieldError
+from engine.files.cron import CronExpression
+from engine.files.durations import format_duration, parse_duration
 
 __all__ = [
     "JOB_ID_PATTERN",

@@ -14,7 +14,7 @@ import urllib.request
 from typing import Any
 
 from engine.errors import SchedctlError
-from engine.loader import Loader
+from engine.files.loader import Loader
 from engine.reconciler import Desired, LiveJob, Op, plan
 from engine.redact import redact
 from engine.settings import Settings

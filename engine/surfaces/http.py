@@ -1,0 +1,70 @@
+"""The read-only HTTP status API, as a FastAPI router mountable into any app.
+
+The router finds the engine on ``request.app.state.engine``. Every path answers GET and
+HEAD; any other method gets 405.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from engine.engine import Engine
+
+__all__ = ["router"]
+
+router = APIRouter()
+_READ = ["GET", "HEAD"]
+
+
+def _engine(request: Request) -> Engine:
+    engine = getattr(request.app.state, "engine", None)
+    if engine is None:
+        raise HTTPException(503, "the schedctl engine is not attached to this app")
+    return engine
+
+
+@router.api_route("/healthz", methods=_READ)
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.api_route("/readyz", methods=_READ)
+async def readyz(request: Request) -> JSONResponse:
+    engine = getattr(request.app.state, "engine", None)
+    if engine is not None and engine.ready:
+        return JSONResponse({"status": "ready"})
+    return JSONResponse({"status": "starting"}, status_code=503)
+
+
+@router.api_route("/jobs", methods=_READ)
+async def jobs(request: Request) -> dict[str, Any]:
+    found = _engine(request).jobs()
+    return {"count": len(found), "jobs": found}
+
+
+@router.api_route("/jobs/{job_id}", methods=_READ)
+async def job(job_id: str, request: Request) -> dict[str, Any]:
+    found = _engine(request).job(job_id)
+    if found is None:
+        raise HTTPException(404, f"no job with id {job_id!r}")
+    return found
+
+
+@router.api_route("/status", methods=_READ)
+async def status(request: Request) -> dict[str, Any]:
+    return _engine(request).status()
+
+
+@router.api_route("/specs", methods=_READ)
+async def specs(request: Request) -> dict[str, Any]:
+    """Canonical specs and fingerprints of every job (secrets redacted): for `schedctl plan`."""
+    return _engine(request).specs()
+
+
+@router.api_route("/metrics", methods=_READ)
+async def metrics(request: Request) -> Response:
+    return Response(_engine(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
