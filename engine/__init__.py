@@ -2,6 +2,7 @@
 
 from engine._version import __version__
 from engine.errors import CronError, JobRefused, Problem, SchedctlError, SpecError, TaskError
+from engine.execution.context import RunContext, current_run
 from engine.files.cron import CronExpression
 from engine.files.loader import Loader, Snapshot
 from engine.files.spec import FileSpec, JobSpec
@@ -14,9 +15,11 @@ __all__ = [
     "JobSpec",
     "Loader",
     "Problem",
+    "RunContext",
     "SchedctlError",
     "Snapshot",
     "SpecError",
     "TaskError",
     "__version__",
+    "current_run",
 ]

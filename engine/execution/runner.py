@@ -13,6 +13,7 @@ and stops counting as running, while the thread is left to finish on its own.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import importlib
 import inspect
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from engine.execution import context
 from engine.state.history import History
 
 __all__ = ["RunOptions", "execute", "resolve", "run"]
@@ -109,13 +111,21 @@ async def execute(
     for attempt in range(1, options.retries + 2):
         record = history.start(job_id, scheduled_at, attempt)
         log.debug("→ %s attempt %d (scheduled %s)", job_id, attempt, scheduled_at.isoformat())
+        token = context.enter(
+            context.RunContext(
+                job_id, scheduled_at, attempt, f"{job_id}@{scheduled_at.timestamp():.6f}#{attempt}"
+            )
+        )
         try:
             func, is_async = _callable(task)
             if is_async:
                 call: Any = func(*args, **kwargs)
             else:
                 loop = asyncio.get_running_loop()
-                call = loop.run_in_executor(threads, functools.partial(func, *args, **kwargs))
+                call = loop.run_in_executor(
+                    threads,
+                    functools.partial(contextvars.copy_context().run, func, *args, **kwargs),
+                )
             if options.timeout is None:
                 await call
             else:
@@ -132,6 +142,8 @@ async def execute(
             history.finish(record, "success")
             log.debug("← %s success", job_id)
             return "success"
+        finally:
+            context.leave(token)
         history.finish(record, status, error)
         if attempt <= options.retries:
             delay = options.retry_delay * 2 ** (attempt - 1)
