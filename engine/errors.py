@@ -7,7 +7,9 @@ SchedctlError
 │   └── FieldError                 a rule across fields, located at one of them
 ├── TaskError(LookupError)         a task path that does not resolve
 ├── Problem                        (not an exception) one located problem of a file
-└── JobRefused(ValueError)         the runtime API refuses a job (not serialisable, ...)
+├── JobRefused(ValueError)         the runtime API refuses a job (not serialisable, ...)
+│   └── NotLeader                  a standby's change that no leader applied in time
+└── StateError                     the state database cannot be used (one line: what, where)
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ __all__ = [
     "DurationError",
     "FieldError",
     "JobRefused",
+    "NotLeader",
     "Problem",
     "SchedctlError",
     "SpecError",
+    "StateError",
     "TaskError",
 ]
 
@@ -60,6 +64,14 @@ class TaskError(SchedctlError, LookupError):
 
 class JobRefused(SchedctlError, ValueError):
     """The runtime API refuses to add a job, with the reason."""
+
+
+class NotLeader(JobRefused):
+    """A runtime change made on a standby that no leader applied within the wait."""
+
+
+class StateError(SchedctlError):
+    """The state database cannot be used; the message says what is wrong and where."""
 
 
 @dataclass(frozen=True, order=True)

@@ -29,6 +29,11 @@ class Settings:
     history_limit: int = 100
     shutdown_grace: float = 10.0
     thread_pool_size: int = 32
+    tune_process: bool = False  # gc and switch-interval tuning: `schedctl serve` sets it
+    reset_state: bool = False  # move a broken SQLite state file aside and start afresh
+    lease_ttl: float = 10.0  # the leader lease's time limit, seconds
+    stall_after: float = 60.0  # a due run waiting this long makes /healthz answer 503
+    mass_removal_delay: float = 60.0  # seconds; 0 turns the guard off
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

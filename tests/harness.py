@@ -33,6 +33,9 @@ JOB_FIELDS = {
     "labels",
     "running",
     "last_run",
+    "executor",
+    "last_success_at",
+    "stale",
 }
 RUN_FIELDS = {
     "status",
@@ -42,6 +45,9 @@ RUN_FIELDS = {
     "duration_s",
     "attempt",
     "error",
+    "traceback",
+    "logs",
+    "worker",
 }
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from engine.engine import VERSION, Engine
+from engine.core.engine import VERSION, Engine
 from engine.settings import Settings
 from engine.surfaces import aps
 from engine.surfaces.http import router
@@ -49,8 +49,10 @@ def lifespan(
         await engine.start()
         aps.bind(app.state.scheduler)
         loop = asyncio.get_running_loop()
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signal.SIGHUP, engine.request_reconcile)
+        hup = engine.settings.tune_process  # a signal handler is process-wide: opt-in
+        if hup:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signal.SIGHUP, engine.request_reconcile)
         try:
             for name, module in modules.items():
                 if hasattr(module, "init_tasks"):
@@ -64,8 +66,9 @@ def lifespan(
             )
             yield
         finally:
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.remove_signal_handler(signal.SIGHUP)
+            if hup:
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.remove_signal_handler(signal.SIGHUP)
             aps.unbind(app.state.scheduler)
             await engine.stop()
 

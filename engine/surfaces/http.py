@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from engine.engine import Engine
+from engine.core.engine import Engine
 
 __all__ = ["router"]
 
@@ -28,21 +28,26 @@ def _engine(request: Request) -> Engine:
 
 
 @router.api_route("/healthz", methods=_READ)
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+async def healthz(request: Request) -> JSONResponse:
+    engine = getattr(request.app.state, "engine", None)
+    lag = engine.loop_lag_ms() if engine is not None else 0.0
+    if engine is not None and engine.stalled():
+        return JSONResponse({"status": "stalled", "loop_lag_ms": lag}, status_code=503)
+    return JSONResponse({"status": "ok", "loop_lag_ms": lag})
 
 
 @router.api_route("/readyz", methods=_READ)
 async def readyz(request: Request) -> JSONResponse:
     engine = getattr(request.app.state, "engine", None)
-    if engine is not None and engine.ready:
-        return JSONResponse({"status": "ready"})
-    return JSONResponse({"status": "starting"}, status_code=503)
+    if engine is None:
+        return JSONResponse({"status": "starting"}, status_code=503)
+    ready, why = engine.readiness()
+    return JSONResponse({"status": why}, status_code=200 if ready else 503)
 
 
 @router.api_route("/jobs", methods=_READ)
 async def jobs(request: Request) -> dict[str, Any]:
-    found = _engine(request).jobs()
+    found = await _engine(request).jobs_async()
     return {"count": len(found), "jobs": found}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from types import FrameType
 
 import uvicorn
@@ -26,7 +27,7 @@ def serve(settings: Settings) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    app = create_app(settings)
+    app = create_app(replace(settings, tune_process=True))
     config = uvicorn.Config(
         app,
         host=settings.host,
