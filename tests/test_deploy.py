@@ -208,11 +208,6 @@ def metrics_settings(tmp_path: Path, make_package: MakePackage) -> Iterator[Sett
     yield settings
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the metrics of CONTRACT section 9 land with the lead's metrics work; "
-    "remove this marker then",
-)
 async def test_the_engine_exports_every_metric_the_rules_use(metrics_settings: Settings) -> None:
     async with running(metrics_settings) as engine:
         for job_id in ("good", "bad"):
