@@ -14,7 +14,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
@@ -29,7 +28,7 @@ from engine.execution import capture
 from engine.execution.dispatch import Dispatcher
 from engine.execution.runner import Runner
 from engine.execution.task import Task
-from engine.execution.threads import TaskThreads
+from engine.execution.threads import DaemonExecutor, TaskThreads
 from engine.files.tasks import ensure_cwd_on_path, resolve_task
 from engine.metrics import JobSample, Metrics
 from engine.scheduler.facade import SchedulerFacade
@@ -54,7 +53,7 @@ class Engine:
         self.db = StateDB(self.settings.database_url, reset=self.settings.reset_state)
         self.lease = Lease(self.db, ttl=self.settings.lease_ttl)
         # Blocking database and file work runs here: daemon threads, never joined at exit.
-        self.io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="schedctl-io")
+        self.io = DaemonExecutor(4, "schedctl-io")
         self.threads = TaskThreads(self.settings.thread_pool_size)
         self.tuning = ProcessTuning(self.settings.tune_process)
         self.history = History(self.settings.history_limit, on_change=self._run_changed)
@@ -169,7 +168,7 @@ class Engine:
             await asyncio.wait_for(asyncio.shield(release), timeout=1.0)
         self.reconciling.close()
         capture.uninstall()
-        self.io.shutdown(wait=False, cancel_futures=True)
+        self.io.shutdown(wait=False)
         self.db.close()
         self.ready = False
         self.tuning.restore()

@@ -15,10 +15,10 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Executor, Future
 from typing import Any
 
-__all__ = ["JobThreadsExhausted", "TaskThreads"]
+__all__ = ["DaemonExecutor", "JobThreadsExhausted", "TaskThreads"]
 
 log = logging.getLogger("schedctl.threads")
 
@@ -43,8 +43,15 @@ class _Item:
 
 
 class TaskThreads:
-    def __init__(self, size: int = 32, per_job_stuck: int = 2, max_stuck: int | None = None):
+    def __init__(
+        self,
+        size: int = 32,
+        per_job_stuck: int = 2,
+        max_stuck: int | None = None,
+        name: str = "schedctl-task",
+    ):
         self.size = size
+        self.name = name
         self.per_job_stuck = per_job_stuck
         self.max_stuck = max_stuck if max_stuck is not None else 4 * size
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
@@ -120,7 +127,7 @@ class TaskThreads:
         self._threads += 1
         self._idle += 1
         thread = threading.Thread(
-            target=self._work, name=f"schedctl-task-{next(self._names)}", daemon=True
+            target=self._work, name=f"{self.name}-{next(self._names)}", daemon=True
         )
         thread.start()
 
@@ -153,3 +160,17 @@ class TaskThreads:
                     self._threads -= 1  # a replacement took this thread's place
                     return
                 self._idle += 1
+
+
+class DaemonExecutor(Executor):
+    """A ``concurrent.futures`` executor on daemon threads, for blocking I/O that must
+    never hold an exit (``ThreadPoolExecutor``'s threads are joined at interpreter exit)."""
+
+    def __init__(self, size: int, name: str) -> None:
+        self._threads = TaskThreads(size, per_job_stuck=0, name=name)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        return self._threads.submit("io", fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._threads.shutdown()

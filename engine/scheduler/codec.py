@@ -16,6 +16,7 @@ import json
 import math
 import pickle
 import re
+import sys
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -35,6 +36,7 @@ _TASK = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)
 _CRON_FIELDS = ("year", "month", "day", "week", "day_of_week", "hour", "minute", "second")
 _MAX_INT = 2**63 - 1
 _MAX_DEPTH = 64
+_STDLIB = frozenset(sys.stdlib_module_names) | {"builtins"}
 
 
 def check_json(value: Any, name: str, depth: int = 0) -> None:
@@ -213,6 +215,8 @@ def decode_runtime(data: Any) -> tuple[str, BaseTrigger, list[Any], dict[str, An
     task = _text(data.get("task"), "task")
     if not _TASK.match(task) or any(p.startswith("_") for p in re.split(r"[.:]", task)):
         raise ValueError(f"task {task!r} is not a public 'module:function' reference")
+    if task.split(".")[0].split(":")[0] in _STDLIB:
+        raise ValueError(f"task {task!r} is in the standard library; runtime jobs call your own")
     args, kwargs = data.get("args", []), data.get("kwargs", {})
     if not isinstance(args, list) or not isinstance(kwargs, dict):
         raise ValueError("args must be a list and kwargs an object")
