@@ -56,6 +56,8 @@ class Settings:
             values["port"] = int(env["ENGINE_PORT"])
         if "ENGINE_EXTENSIONS" in env:
             values["extensions"] = parse_extensions(env["ENGINE_EXTENSIONS"])
+        if env.get("ENGINE_RESET_STATE", "").lower() in ("1", "true", "yes"):
+            values["reset_state"] = True
         if "ENGINE_RESYNC_INTERVAL" in env:
             values["resync_interval"] = float(env["ENGINE_RESYNC_INTERVAL"])
         settings = replace(cls(), **values)

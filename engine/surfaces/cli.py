@@ -35,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default: 8000)")
     serve.add_argument("--database", help="SQLAlchemy URL (default: SQLite under .engine/)")
     serve.add_argument("--no-watch", action="store_true", help="do not watch the files")
+    serve.add_argument(
+        "--reset-state",
+        action="store_true",
+        help="move an empty or corrupt SQLite state file aside and start afresh",
+    )
 
     validate = sub.add_parser("validate", help="check schedule files or folders")
     validate.add_argument("paths", nargs="*", help="files or folders (default: schedules)")
@@ -148,6 +153,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         database_url=args.database,
         watch=False if args.no_watch else None,
+        reset_state=True if args.reset_state else None,
     )
     return serve(settings)
 
