@@ -34,16 +34,36 @@ from engine.metrics import JobSample, Metrics
 from engine.scheduler.facade import SchedulerFacade
 from engine.scheduler.runtime import RuntimeOps
 from engine.settings import Settings
-from engine.state.db import Fence, StateDB
+from engine.state.db import EVENTS_KEPT, Fence, StateDB
 from engine.state.history import History, Run
 from engine.state.lease import Lease
 from engine.state.persist import Persister
 
-__all__ = ["VERSION", "Engine"]
+__all__ = ["EVENT_FIELDS", "VERSION", "Engine", "event_of"]
 
 log = logging.getLogger("schedctl")
 VERSION = __version__
 T = TypeVar("T")
+EVENT_FIELDS = (
+    "revision",
+    "commit",
+    "reason",
+    "added",
+    "updated",
+    "removed",
+    "errors",
+    "job",
+    "action",
+    "detail",
+)
+
+
+def event_of(at: float, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    """An Event of the status API (contract section 5): fields that do not apply are null."""
+    event: dict[str, Any] = {"at": datetime.fromtimestamp(at, UTC).isoformat(), "kind": kind}
+    for name in EVENT_FIELDS:
+        event[name] = data.get(name)
+    return event
 
 
 class Engine:
@@ -136,7 +156,12 @@ class Engine:
             log.error("Cannot reach the state database (%s); will keep trying.", exc)
         else:
             await self.leadership.first_try()
-        self.event("start", detail=f"schedctl {VERSION}, {self.lease.holder}")
+        self.event(
+            "start",
+            revision=self.revision,
+            commit=self.reconciling.commit if self.leading else self.remote.get("commit"),
+            detail=f"schedctl {VERSION}, {self.role}, {self.lease.holder}",
+        )
         self._tasks.append(asyncio.create_task(self.leadership.run(), name="schedctl-leadership"))
 
     async def stop(self) -> None:
@@ -268,6 +293,12 @@ class Engine:
 
     def specs(self) -> dict[str, Any]:
         return self.views.specs()
+
+    async def events(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The audit log, newest first (what the writer has written)."""
+        await self.blocking(self.persister.flush_events)
+        rows = await self.blocking(self.db.load_events, max(1, min(limit, EVENTS_KEPT)))
+        return [event_of(at, kind, data) for _, at, kind, data in rows]
 
     @property
     def role(self) -> str:

@@ -132,6 +132,18 @@ class Persister:
     def event(self, kind: str, data: dict[str, Any], at: float | None = None) -> None:
         self._event_queue.append((at if at is not None else time.time(), kind, data))
 
+    def flush_events(self) -> None:
+        """Write the queued audit events now (a reader of ``/events`` sees its own)."""
+        with self._lock:
+            while self._event_queue:
+                self._events.append(self._event_queue.popleft())
+            events, self._events = self._events, []
+            try:
+                self.db.add_events(events)
+            except BaseException:
+                self._events = events + self._events
+                raise
+
     def forget_leader_state(self) -> None:
         """A term ended: queued job rows and facts belong to it and are not written."""
         self._job_queue.clear()

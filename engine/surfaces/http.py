@@ -64,6 +64,12 @@ async def status(request: Request) -> dict[str, Any]:
     return _engine(request).status()
 
 
+@router.api_route("/events", methods=_READ)
+async def events(request: Request, limit: int = 100) -> dict[str, Any]:
+    """The audit log, newest first: at most 1,000 events are kept."""
+    return {"events": await _engine(request).events(max(1, min(limit, 1000)))}
+
+
 @router.api_route("/specs", methods=_READ)
 async def specs(request: Request) -> dict[str, Any]:
     """Canonical specs and fingerprints of every job (secrets redacted): for `schedctl plan`."""
