@@ -29,9 +29,11 @@ from engine.execution.dispatch import Dispatcher
 from engine.execution.runner import Runner
 from engine.execution.task import Task
 from engine.execution.threads import DaemonExecutor, TaskThreads
+from engine.files.preview import aware
 from engine.files.tasks import ensure_cwd_on_path, resolve_task
 from engine.metrics import JobSample, Metrics
 from engine.scheduler.facade import SchedulerFacade
+from engine.scheduler.jobs import trigger_for
 from engine.scheduler.runtime import RuntimeOps
 from engine.settings import Settings
 from engine.state.db import EVENTS_KEPT, Fence, StateDB
@@ -177,7 +179,7 @@ class Engine:
         await self.leadership.stop_leading(
             "the engine is stopping", grace=self.settings.shutdown_grace
         )
-        self.event("stop", detail=self.lease.holder)
+        self.event("stop", action=self.role, detail=self.lease.holder)
         self.threads.shutdown()
         # Whatever is left is written (still under the lease) within the rest of a second:
         # a database that does not answer must not hold the exit.
@@ -299,6 +301,51 @@ class Engine:
         await self.blocking(self.persister.flush_events)
         rows = await self.blocking(self.db.load_events, max(1, min(limit, EVENTS_KEPT)))
         return [event_of(at, kind, data) for _, at, kind, data in rows]
+
+    async def explain(self, job_id: str, at: datetime) -> dict[str, Any] | None:
+        """Why the job did or did not run at ``at`` (None: no such job, ever)."""
+        from engine.core.explain import TOLERANCE, Facts, explain
+
+        entry = self.facade.catalog.get(job_id)
+        events = await self.events(EVENTS_KEPT)
+        for event in events:
+            event["at"] = datetime.fromisoformat(event["at"])
+        known = entry is not None or any(
+            job_id in (e.get("added") or ()) or e.get("job") == job_id for e in events
+        )
+        if not known:
+            return None
+        tz = (entry.tz if entry is not None else None) or UTC
+        at = aware(at, tz)  # a naive instant is read in the job's zone
+        job = self.facade.store.lookup_job(job_id)
+        trigger = job.trigger if job is not None else None
+        if trigger is None and entry is not None and entry.spec is not None:
+            trigger = trigger_for(entry.spec, datetime.now(UTC))
+
+        def fires_after(when: datetime) -> datetime | None:
+            assert trigger is not None
+            found: datetime | None = trigger.get_next_fire_time(None, when)
+            return found
+
+        kept = self.history.runs(job_id)
+        near = [r.as_dict(tz) for r in reversed(kept) if abs(r.scheduled_at - at) <= TOLERANCE]
+        spec = entry.spec if entry is not None else None
+        zone = entry.tz if entry is not None and entry.tz else UTC
+        facts = Facts(
+            job_id=job_id,
+            at=at,
+            now=datetime.now(UTC),
+            tz=tz,
+            fires_after=fires_after if trigger is not None else None,
+            runs=near,
+            oldest_run=kept[-1].scheduled_at if kept else None,
+            start=aware(spec.start, zone) if spec is not None and spec.start else None,
+            end=aware(spec.end, zone) if spec is not None and spec.end else None,
+            paused_now=bool(entry and (entry.runtime_paused or (spec and spec.paused))),
+            declared_now=entry is not None,
+            events=events,
+        )
+        return explain(facts)
 
     @property
     def role(self) -> str:

@@ -6,6 +6,7 @@ HEAD; any other method gets 405.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
@@ -54,6 +55,23 @@ async def jobs(request: Request) -> dict[str, Any]:
 @router.api_route("/jobs/{job_id}", methods=_READ)
 async def job(job_id: str, request: Request) -> dict[str, Any]:
     found = _engine(request).job(job_id)
+    if found is None:
+        raise HTTPException(404, f"no job with id {job_id!r}")
+    return found
+
+
+@router.api_route("/jobs/{job_id}/explain", methods=_READ)
+async def explain(job_id: str, request: Request, at: str | None = None) -> dict[str, Any]:
+    """Why the job did or did not run at ``at`` (ISO 8601; default now)."""
+    when = datetime.now(UTC)
+    if at:
+        try:
+            when = datetime.fromisoformat(at)
+        except ValueError:
+            raise HTTPException(
+                422, f"at={at!r} is not ISO 8601; write e.g. 2027-03-01T02:00:00+01:00"
+            ) from None
+    found = await _engine(request).explain(job_id, when)
     if found is None:
         raise HTTPException(404, f"no job with id {job_id!r}")
     return found
