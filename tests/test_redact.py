@@ -158,7 +158,7 @@ def test_known_secrets_are_masked_wherever_they_reappear(text: str, masked: str)
 
 def test_a_secret_is_masked_also_as_repr_quotes_it_and_the_longest_first() -> None:
     secrets = frozenset({"it's\nme", "abcd", "abcdefgh"})
-    text = "KeyError: \"it's\\nme\" and abcdefgh"
+    text = 'KeyError: "it\'s\\nme" and abcdefgh'
     assert mask_text(text, secrets) == 'KeyError: "***" and ***'
 
 

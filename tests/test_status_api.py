@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import json
+import socket
 import textwrap
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
@@ -910,3 +911,15 @@ async def test_a_read_model_with_values_json_cannot_hold_is_served_not_a_500(
         kwargs = response.json()["jobs"][0]["kwargs"]
         assert kwargs["when"] == "nan" and kwargs["what"] == "{1, 2}"
         assert kwargs["raw"].startswith("<object object at")
+
+
+async def test_bound_to_every_interface_the_machines_own_name_is_answered(
+    settings: Settings,
+) -> None:
+    everywhere = Settings(**{**settings.__dict__, "host": "0.0.0.0"})
+    name = socket.gethostname()
+    async with client_for(create_app(everywhere)) as client:
+        response = await client.get("/healthz", headers={"Host": f"{name}:8000"})
+        assert response.status_code == 200
+        response = await client.get("/healthz", headers={"Host": "elsewhere.example"})
+        assert response.status_code == 400
