@@ -54,6 +54,7 @@ class JobChange:
     changes: list[dict[str, Any]] = field(default_factory=list)
     before: list[str] = field(default_factory=list)  # next fire times, as it is now
     after: list[str] = field(default_factory=list)  # next fire times, once applied
+    replaces_runtime: bool = False
 
 
 def plan_against(settings: Settings, url: str, output: str = "text") -> int:
@@ -98,7 +99,7 @@ def _describe(
     step: Step, digests: dict[str, str], item: dict[str, Any] | None, now: datetime
 ) -> JobChange | None:
     """The shown change of one step, or None when it changes nothing but masked values."""
-    change = JobChange(step.job_id, step.op.value)
+    change = JobChange(step.job_id, step.op.value, replaces_runtime=step.replaces_runtime)
     if step.op is Op.REMOVE:
         return change
     if step.op is Op.ADD:
@@ -145,7 +146,8 @@ def _print_text(shown: list[JobChange]) -> None:
         return
     for change in shown:
         if change.op == "add":
-            print(f"+ {change.job_id}")
+            note = " (replaces a runtime job)" if change.replaces_runtime else ""
+            print(f"+ {change.job_id}{note}")
         elif change.op == "remove":
             print(f"- {change.job_id}")
         for line in change.lines:
@@ -159,6 +161,8 @@ def _print_text(shown: list[JobChange]) -> None:
 
 def _as_json(change: JobChange) -> dict[str, Any]:
     data: dict[str, Any] = {"id": change.job_id, "op": change.op}
+    if change.replaces_runtime:
+        data["replaces_runtime"] = True
     if change.changes:
         data["changes"] = change.changes
     if change.op in ("add", "reschedule"):

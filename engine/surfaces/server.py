@@ -32,6 +32,15 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
         self._captured_signals.clear()
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and sockets:  # uvicorn says where it listens only if it bound itself
+            host, port = sockets[0].getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            logging.getLogger("uvicorn.error").info(
+                "Listening on http://%s:%d (press CTRL+C to quit).", shown, port
+            )
+
 
 def serve(settings: Settings) -> int:
     """Run until SIGTERM or SIGINT; exit 0 after a clean stop.
