@@ -6,6 +6,7 @@ SchedctlError
 │   ├── CronError                  a crontab expression that does not parse
 │   └── FieldError                 a rule across fields, located at one of them
 ├── TaskError(LookupError)         a task path that does not resolve
+├── SettingsError(ValueError)      a setting (ENGINE_*, a flag) is wrong; names it
 ├── Problem                        (not an exception) one located problem of a file
 ├── JobRefused(ValueError)         the runtime API refuses a job (not serialisable, ...)
 │   └── NotLeader                  a standby's change that no leader applied in time
@@ -24,6 +25,7 @@ __all__ = [
     "NotLeader",
     "Problem",
     "SchedctlError",
+    "SettingsError",
     "SpecError",
     "StateError",
     "TaskError",
@@ -60,6 +62,18 @@ class FieldError(SpecError):
 
 class TaskError(SchedctlError, LookupError):
     """A task path that does not resolve to a callable."""
+
+
+class SettingsError(SchedctlError, ValueError):
+    """A setting is wrong: ``setting`` is its name as the user wrote it (``ENGINE_PORT``,
+    ``--port``, or the ``Settings`` field), and the message says what to write instead."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(f"{setting}: {message}")
+        self.setting = setting
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return (type(self), (self.setting, str(self).removeprefix(f"{self.setting}: ")))
 
 
 class JobRefused(SchedctlError, ValueError):

@@ -127,7 +127,7 @@ class Running:
 
 def client_for(app: FastAPI) -> httpx.AsyncClient:
     """An HTTP client on ``app``'s routes (its lifespan is not run)."""
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
 
 
 @asynccontextmanager

@@ -905,7 +905,7 @@ async def test_extensions_get_the_app_first_and_init_tasks_gates_readiness(
     server = asyncio.create_task(serve())
     try:
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://t"
+            transport=httpx.ASGITransport(app=app), base_url="http://localhost"
         ) as client:
             await eventually(hooks.entered.is_set, what="init_tasks was awaited")
             response = await client.get("/readyz")

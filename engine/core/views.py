@@ -14,7 +14,7 @@ from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from engine.files.spec import as_dict
-from engine.redact import redact, redact_deep
+from engine.redact import redact, spec_secret_digests
 from engine.scheduler.catalog import Entry
 from engine.scheduler.jobs import describe_trigger, trigger_for
 from engine.state.history import History
@@ -67,7 +67,7 @@ def job_info(
     return {
         "id": job_id,
         "task": task.ref if task is not None else None,
-        "args": redact_deep(list(task.args)) if task is not None else [],
+        "args": redact(list(task.args)) if task is not None else [],
         "kwargs": redact(task.kwargs) if task is not None else {},
         "trigger": trigger,
         "executor": task.executor if task is not None else "local",
@@ -76,7 +76,7 @@ def job_info(
         "source": entry.source,
         "file": entry.file,
         "line": entry.line,
-        "description": spec.description if spec else None,
+        "description": redact(spec.description) if spec else None,
         "labels": redact(dict(spec.labels)) if spec else {},
         "running": history.running(job_id),
         "last_run": last.as_dict(tz) if last else None,
@@ -148,13 +148,16 @@ class Views:
                     "file": entry.file,
                     "fingerprint": entry.fingerprint,
                     "runtime_paused": entry.runtime_paused,
-                    "spec": redact_deep(as_dict(entry.essence))
-                    if entry.essence is not None
-                    else None,
+                    "spec": redact(spec) if (spec := _essence(entry)) is not None else None,
+                    "secret_digests": spec_secret_digests(spec) if spec is not None else {},
                 }
                 for entry in self.snapshot()
             },
         }
+
+
+def _essence(entry: Entry) -> dict[str, Any] | None:
+    return as_dict(entry.essence) if entry.essence is not None else None
 
 
 def dumps(value: Any) -> bytes:

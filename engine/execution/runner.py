@@ -27,7 +27,7 @@ from typing import Any
 from engine.execution import capture, context
 from engine.execution.task import Task
 from engine.execution.threads import JobThreadsExhausted, TaskThreads
-from engine.redact import mask_text, redact_text
+from engine.redact import mask_text
 from engine.state.history import History, Run
 
 __all__ = ["Runner", "run"]
@@ -194,8 +194,7 @@ class Runner:
         self.history.amend(record)
 
     def _mask(self, task: Task, text: str) -> str:
-        text = redact_text(text)
-        return mask_text(text, task.secrets) if task.secrets else text
+        return mask_text(text, task.secrets)
 
 
 def _error(exc: BaseException) -> str:

@@ -58,7 +58,7 @@ def task_of(spec: JobSpec) -> Task:
         queue=getattr(spec, "queue", None),
         declared=True,
         tz=ZoneInfo(spec.timezone),
-        secrets=secret_values(spec.kwargs),
+        secrets=secret_values(spec.args, spec.kwargs),
     )
 
 
@@ -74,7 +74,7 @@ def runtime_task(
         max_instances=max_instances,
         declared=False,
         tz=tz,
-        secrets=secret_values(kwargs),
+        secrets=secret_values(args, kwargs),
     )
 
 
