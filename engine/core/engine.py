@@ -76,6 +76,8 @@ class Engine:
         self.lease = Lease(self.db, ttl=self.settings.lease_ttl)
         # Blocking database and file work runs here: daemon threads, never joined at exit.
         self.io = DaemonExecutor(4, "schedctl-io")
+        # The lease's own thread: a renewal never queues behind reads that requests start.
+        self.lease_io = DaemonExecutor(1, "schedctl-lease")
         self.threads = TaskThreads(self.settings.thread_pool_size)
         self.tuning = ProcessTuning(self.settings.tune_process)
         self.history = History(self.settings.history_limit, on_change=self._run_changed)
@@ -126,6 +128,11 @@ class Engine:
         which the loop waits for at exit)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.io, partial(func, *args))
+
+    async def leasing(self, func: Callable[..., T], *args: Any) -> T:
+        """Run a lease call on the lease's own thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.lease_io, partial(func, *args))
 
     def _resolve(self, task: Task) -> Callable[..., Any]:
         if task.declared:
@@ -190,12 +197,13 @@ class Engine:
             await asyncio.wait_for(asyncio.shield(stopper), timeout=min(budget, 3.0))
         self.leading = False
         self.metrics.leader.set(0)
-        release = loop.run_in_executor(self.io, self.lease.release)
+        release = loop.run_in_executor(self.lease_io, self.lease.release)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.shield(release), timeout=1.0)
         self.reconciling.close()
         capture.uninstall()
         self.io.shutdown(wait=False)
+        self.lease_io.shutdown(wait=False)
         self.db.close()
         self.ready = False
         self.tuning.restore()
@@ -345,7 +353,7 @@ class Engine:
             declared_now=entry is not None,
             events=events,
         )
-        return explain(facts)
+        return await self.blocking(explain, facts)  # fire times can take a while: off the loop
 
     @property
     def role(self) -> str:

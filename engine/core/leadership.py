@@ -70,7 +70,7 @@ class Leadership:
         """At start: lead at once if the lease is free, else stand by with a view."""
         engine = self.engine
         try:
-            if await engine.blocking(engine.lease.try_acquire):
+            if await engine.leasing(engine.lease.try_acquire):
                 await self.lead()
                 return
             log.info("Another process holds the leader lease; standing by.")
@@ -97,7 +97,7 @@ class Leadership:
         engine = self.engine
         try:
             await engine.blocking(engine.db.migrate)
-            acquired = await engine.blocking(engine.lease.try_acquire)
+            acquired = await engine.leasing(engine.lease.try_acquire)
         except Exception as exc:
             self._database_down(exc)
             return
@@ -125,7 +125,7 @@ class Leadership:
         if not lease.valid():
             await self.stop_leading("the lease ran out before it could be renewed")
             return
-        renewal = asyncio.get_running_loop().run_in_executor(engine.io, lease.renew)
+        renewal = asyncio.get_running_loop().run_in_executor(engine.lease_io, lease.renew)
         left = lease.valid_until - time.monotonic()
         try:
             renewed = await asyncio.wait_for(asyncio.shield(renewal), timeout=max(0.0, left))
@@ -231,7 +231,7 @@ class Leadership:
         epoch = engine.lease.epoch
         engine.lease.drop()
         with contextlib.suppress(Exception):
-            await engine.blocking(engine.lease.lock.release)
+            await engine.leasing(engine.lease.lock.release)
         log.error("Stopped firing: %s. Standing by.", why)
         engine.event("leader", action="lost", detail=f"epoch {epoch}: {why}")
         self._view_since = None
@@ -293,7 +293,7 @@ class Leadership:
         engine.database_ok = True
         engine.metrics.database_up.set(1)
         self._view_since = started
-        if await engine.blocking(engine.lease.leader_alive):
+        if await engine.leasing(engine.lease.leader_alive):
             self._leader_seen = time.monotonic()
 
 
