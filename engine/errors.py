@@ -6,6 +6,7 @@ SchedctlError
 │   ├── CronError                  a crontab expression that does not parse
 │   └── FieldError                 a rule across fields, located at one of them
 ├── TaskError(LookupError)         a task path that does not resolve
+├── JobThreadsExhausted(RuntimeError)  a job's earlier runs still hold their threads
 ├── Problem                        (not an exception) one located problem of a file
 └── JobRefused(ValueError)         the runtime API refuses a job (not serialisable, ...)
 """
@@ -19,6 +20,7 @@ __all__ = [
     "DurationError",
     "FieldError",
     "JobRefused",
+    "JobThreadsExhausted",
     "Problem",
     "SchedctlError",
     "SpecError",
@@ -60,6 +62,19 @@ class TaskError(SchedctlError, LookupError):
 
 class JobRefused(SchedctlError, ValueError):
     """The runtime API refuses to add a job, with the reason."""
+
+
+class JobThreadsExhausted(SchedctlError, RuntimeError):
+    """A ``def`` run is refused: earlier runs of its job are still stuck in their threads."""
+
+    def __init__(self, job_id: str, stuck: int) -> None:
+        if stuck == 1:
+            what = "1 earlier run of this job is still stuck in its thread"
+        else:
+            what = f"{stuck} earlier runs of this job are still stuck in their threads"
+        super().__init__(f"{what} after timing out; this run is refused until one returns")
+        self.job_id = job_id
+        self.stuck = stuck
 
 
 @dataclass(frozen=True, order=True)
