@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import logging
+import os
+import sys
 from types import FrameType
 
 import uvicorn
 
+from engine.execution.logs import configure_logging
 from engine.settings import Settings
 from engine.surfaces.app import create_app
 
@@ -22,16 +24,22 @@ class _Server(uvicorn.Server):
 
 
 def serve(settings: Settings) -> int:
-    """Run until SIGTERM or SIGINT; exit 0 after a clean stop."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    """Run until SIGTERM or SIGINT; exit 0 after a clean stop, 2 on a bad log setting."""
+    try:
+        configure_logging(
+            getattr(settings, "log_level", os.environ.get("ENGINE_LOG_LEVEL", "INFO")),
+            getattr(settings, "log_format", os.environ.get("ENGINE_LOG_FORMAT", "text")),
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     app = create_app(settings)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
-        log_level="info",
+        log_config=None,  # configure_logging sends uvicorn's records through our handler
+        log_level=None,
         lifespan="on",
         timeout_graceful_shutdown=int(settings.shutdown_grace) + 5,
     )
