@@ -13,9 +13,10 @@ never cut into a visible half.
 Not captured, by design: ``print()`` and anything written to stdout or stderr directly
 (they are not records, and redirecting ``sys.stdout`` is process-wide: it would take
 every thread's output, not only the run's); records from threads a task starts itself
-(they do not inherit the run's context); records that the logging configuration drops
-before any handler sees them (a logger's level: under ``schedctl serve`` the root level
-is ``ENGINE_LOG_LEVEL``; embedded, it is the host's).
+(they do not inherit the run's context); records that never reach the root logger (a
+logger's level drops them first: under ``schedctl serve`` the root level is
+``ENGINE_LOG_LEVEL``, embedded it is the host's, Python's default being WARNING; or a
+logger with ``propagate = False``).
 
 The capture changes nothing else in the process: records still reach every other
 handler, and when no other handler would have seen a record, Python's last-resort
@@ -59,7 +60,11 @@ class RunLog:
     __slots__ = ("_records", "dropped", "mask", "run_id", "tz")
 
     def __init__(
-        self, run_id: str, mask: Mask | None = None, tz: tzinfo | None = None, limit: int = 100
+        self,
+        run_id: str,
+        mask: Mask | None = None,
+        tz: tzinfo | None = None,
+        limit: int = MAX_RECORDS,
     ) -> None:
         self.run_id = run_id
         self.mask = mask
