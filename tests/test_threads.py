@@ -339,3 +339,23 @@ async def test_hung_def_jobs_with_a_timeout_never_starve_a_healthy_job(
         release.set()
         await asyncio.to_thread(wait_until, lambda: pool.stats().stuck == 0)
         pool.shutdown()
+
+
+def test_when_the_os_refuses_a_thread_submit_says_so_and_the_pool_recovers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pool = TaskThreads(size=2, name="test-pool")
+    try:
+        with monkeypatch.context() as patched:
+
+            def refuse(self: threading.Thread) -> None:
+                raise RuntimeError("can't start new thread")
+
+            patched.setattr(threading.Thread, "start", refuse)
+            with pytest.raises(RuntimeError, match="could not start a thread"):
+                pool.submit("j", print)
+        stats = pool.stats()
+        assert (stats.threads, stats.queued) == (0, 0)
+        assert pool.submit("j", lambda: "ran").result(5) == "ran"
+    finally:
+        pool.shutdown()

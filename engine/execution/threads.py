@@ -39,6 +39,7 @@ Each task runs in a copy of the submitter's ``contextvars`` context, so
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import enum
 import functools
@@ -124,7 +125,6 @@ class _Task:
             result = self.call()
         except BaseException as exc:  # a task's SystemExit ends its run, not the thread
             self.future.set_exception(exc)
-            del exc  # the future holds it; break the frame's reference cycle
         else:
             self.future.set_result(result)
 
@@ -187,9 +187,9 @@ class TaskThreads:
                 self._workers += 1
                 spawn = True
         if spawn and not self._spawn():
-            with self._lock:
-                self._pending.remove(task)
+            with self._lock, contextlib.suppress(ValueError):
                 del self._futures[task.future]
+                self._pending.remove(task)
             raise RuntimeError("could not start a thread for the task")
         self._queue.put(task)
         return task.future
@@ -216,7 +216,7 @@ class TaskThreads:
             if (
                 not self._closed
                 and self._workers < self._capacity()
-                and (len(self._pending) > self._idle)
+                and len(self._pending) > self._idle
             ):
                 self._workers += 1
                 spawn = True
