@@ -25,13 +25,16 @@ joined at interpreter exit, SIGTERM never finished either. ``TaskThreads`` fixes
 Why not a pool per job (idle threads for every job, and a hang still stops that job's
 own later runs) or a process per timed-out ``def`` task (a fork or spawn per run costs
 milliseconds, and arguments and results must pickle): a shared pool with a bounded share
-and replacements costs no more per task than ``ThreadPoolExecutor`` (measured on this
-machine, 2 cores, no-op tasks: about 12 µs per task against 14 µs for
-``ThreadPoolExecutor(32)`` in a burst of 20,000, and about 60 µs against 70 µs for one
-submit-and-wait round trip; ``python -m tests.bench execution``). In the scenario of the
-issue scaled down (4 threads, three jobs hanging every 100 ms with a 200 ms timeout, a
-healthy job every 100 ms, 2 s), the healthy job started every time, at most 2 ms late,
-and the process exited in well under a second with a task sleeping 1,000 s.
+and replacements costs no more per task than ``ThreadPoolExecutor``. Measured on this
+2-core machine, no-op tasks: 62k instructions per task against 67k for
+``ThreadPoolExecutor(32)`` (cachegrind, a burst of 10,000); in CPU time 23-31 µs against
+24-28 µs per task in a burst of 20,000; one submit-and-wait round trip, which is mostly
+waking a thread, 0.98x-1.5x of it across runs, the ranges being the shared machine's
+noise (``python -m tests.bench execution``). The issue's scenario scaled down (4 threads,
+three jobs hanging on every run with a 0.2 s timeout, a healthy job every 0.1 s, 2 s):
+the healthy job started 20 times of 20, at worst 5-17 ms late; with
+``ThreadPoolExecutor(4)`` it started 2 times of 20. A process whose task sleeps 1,000 s
+exits as soon as its main thread ends.
 
 Each task runs in a copy of the submitter's ``contextvars`` context, so
 ``engine.current_run()`` and the per-run log capture work in ``def`` tasks.

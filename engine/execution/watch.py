@@ -20,7 +20,9 @@ first ``as_run`` frame.
 
 ``seconds`` is the time from the last heartbeat before the block to the one after it,
 less half an interval: within 50 ms of the real duration. The cost is one timer callback
-every 100 ms on the loop and one thread waking as often.
+every 100 ms on the loop, and a thread that wakes about once per threshold while the
+loop is healthy: 0.4M instructions a second (cachegrind), about 0.1 ms of CPU; timer
+lateness p50 0.78 ms with and without the watch (``python -m tests.bench execution``).
 """
 
 from __future__ import annotations
@@ -141,10 +143,17 @@ class LoopWatch:
             log.exception("The loop watch's on_block callback failed")
 
     def _watch(self) -> None:
-        while not self._stop.wait(self.interval):
+        # The loop is held once the next heartbeat is this late; until then, sleep: while
+        # the loop is healthy this thread wakes about once per threshold, not per beat.
+        notice = max(0.0, self.threshold - self.interval)
+        wait = self.interval
+        while not self._stop.wait(wait):
             due = self._due
-            if time.monotonic() - due <= self.threshold - self.interval:
+            overdue = time.monotonic() - due
+            if overdue <= notice:
+                wait = max(self.interval, notice - overdue)
                 continue
+            wait = self.interval
             sample = self._sample
             if sample is not None and sample[0] == due and sample[1] is not None:
                 continue  # this block's holder is known
