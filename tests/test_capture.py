@@ -6,11 +6,12 @@ import asyncio
 import io
 import json
 import logging
+import random
 import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -338,3 +339,34 @@ def test_serve_logging_writes_json_lines_at_the_level_and_sends_uvicorn_through_
 def test_a_bad_log_setting_is_refused_naming_it(level: str, fmt: str, named: str) -> None:
     with pytest.raises(ValueError, match=named):
         configure_logging(level, fmt, io.StringIO())
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2025, 3, 30, 1, 59, 59, 999_000, tzinfo=UTC),  # just before Berlin's DST
+        datetime(2025, 3, 30, 1, 0, 0, 250_000, tzinfo=UTC),  # Berlin jumps to +02:00
+        datetime(2025, 10, 26, 0, 59, 59, 500_000, tzinfo=UTC),  # the hour Berlin repeats
+        datetime(2025, 10, 26, 1, 0, 0, 1_000, tzinfo=UTC),  # back to +01:00
+        datetime(2025, 7, 1, 12, 0, 0, tzinfo=UTC),  # a whole second
+    ],
+    ids=str,
+)
+@pytest.mark.parametrize("zone", [BERLIN, UTC, ZoneInfo("America/St_Johns")], ids=str)
+def test_record_times_are_exact_iso_with_the_zones_offset_at_that_instant(
+    moment: datetime, zone: ZoneInfo
+) -> None:
+    created = moment.timestamp()
+    expected = datetime.fromtimestamp(created, zone).isoformat(timespec="microseconds")
+    assert capture.iso_time(created, zone) == expected
+    assert capture.iso_time(created, zone) == expected  # the cached second gives the same
+
+
+def test_record_times_match_datetime_for_many_instants() -> None:
+    rng = random.Random(8)
+    start = datetime(2024, 1, 1, tzinfo=UTC).timestamp()
+    for _ in range(2_000):
+        created = start + rng.random() * 3 * 365 * 86_400
+        for zone in (BERLIN, UTC):
+            expected = datetime.fromtimestamp(created, zone).isoformat(timespec="microseconds")
+            assert capture.iso_time(created, zone) == expected, created

@@ -123,11 +123,14 @@ def iso_time(created: float, zone: tzinfo) -> str:
     """
     global _second
     second = int(created)
+    micro = round((created - second) * 1_000_000)  # half to even, as datetime rounds
+    if micro == 1_000_000:
+        second, micro = second + 1, 0
     cached = _second
     if cached is None or cached[1] != second or cached[0] is not zone:
         text = datetime.fromtimestamp(second, zone).isoformat()  # no fraction at .0
         cached = _second = (zone, second, text[:19], text[19:])
-    return f"{cached[2]}.{int((created - second) * 1_000_000):06d}{cached[3]}"
+    return f"{cached[2]}.{micro:06d}{cached[3]}"
 
 
 class _CaptureHandler(logging.Handler):
