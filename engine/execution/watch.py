@@ -97,7 +97,9 @@ class LoopWatch:
     @property
     def lag_ms(self) -> float:
         """How late the loop runs, in ms: the last heartbeat's lateness, or, while the
-        loop is held, how overdue the next one is."""
+        loop is held, how overdue the next one is (the last lateness once stopped)."""
+        if self._thread is None:
+            return self._late * 1000.0
         return max(self._late, time.monotonic() - self._due, 0.0) * 1000.0
 
     def start(self) -> None:
