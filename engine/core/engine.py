@@ -29,6 +29,7 @@ from engine.execution.dispatch import Dispatcher
 from engine.execution.runner import Runner
 from engine.execution.task import Task
 from engine.execution.threads import DaemonExecutor, TaskThreads
+from engine.execution.watch import LoopWatch
 from engine.files.preview import aware
 from engine.files.tasks import ensure_cwd_on_path, resolve_task
 from engine.metrics import JobSample, Metrics
@@ -103,6 +104,7 @@ class Engine:
         # a standby's copy of the leader's facts
         self.remote: dict[str, Any] = {}
         self.metrics.source = self._job_samples
+        self.watch: LoopWatch | None = None
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -152,6 +154,8 @@ class Engine:
         ensure_cwd_on_path()
         self.started_at = time.time()
         self.dispatcher.bind(asyncio.get_running_loop())
+        self.watch = LoopWatch(asyncio.get_running_loop(), on_block=self._loop_blocked)
+        self.watch.start()
         capture.install()
         self.persister.start()
         try:
@@ -201,6 +205,8 @@ class Engine:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.shield(release), timeout=1.0)
         self.reconciling.close()
+        if self.watch is not None:
+            self.watch.stop()
         capture.uninstall()
         self.io.shutdown(wait=False)
         self.lease_io.shutdown(wait=False)
@@ -243,6 +249,24 @@ class Engine:
             )
         self.metrics.jobs.labels("declared").set(declared)
         self.metrics.jobs.labels("runtime").set(len(facade.catalog) - declared)
+
+    def _loop_blocked(self, job_id: str | None, attempt: int | None, seconds: float) -> None:
+        """The loop was held for ``seconds``: name the run, and put it on its record."""
+        if job_id is None:
+            log.warning("The event loop was held for %.1f s (not by a run).", seconds)
+            return
+        message = (
+            f"this run held the event loop for {seconds:.1f} s (an async def task doing "
+            "blocking work? use a def task, or await asyncio.to_thread(...))"
+        )
+        log.warning("Job %s (attempt %s) held the event loop for %.1f s.", job_id, attempt, seconds)
+        for run in self.history.runs(job_id):
+            if run.attempt == attempt:
+                note = logging.LogRecord("schedctl", logging.WARNING, "", 0, message, None, None)
+                if not capture.note(run.run_id, note):  # the run has ended: amend its record
+                    run.logs = [*(run.logs or []), capture.as_record(note, run.scheduled_at.tzinfo)]
+                    self.history.amend(run)
+                return
 
     # -- reconcile ---------------------------------------------------------------------
 
@@ -387,16 +411,17 @@ class Engine:
         if self.leading:
             if not self.facade.running:
                 return False, "stalled"
-            if self.threads.oldest_wait() > self.settings.stall_after:
+            pool = self.threads.stats()
+            if pool.exhausted or pool.oldest_queued_s > self.settings.stall_after:
                 return False, "stalled"
         elif not self.leadership.leader_seen_recently():
             return False, "no leader"
         return True, "ready"
 
     def loop_lag_ms(self) -> float:
-        return round(self.loop_lag * 1000, 3)
-
-    loop_lag = 0.0  # seconds: set by the loop watch
+        lag = self.watch.lag_ms if self.watch is not None else 0.0
+        self.metrics.loop_lag.set(lag / 1000)
+        return round(lag, 3)
 
     def stalled(self) -> bool:
         """A due run has waited more than ``stall_after`` without being dispatched."""
@@ -406,7 +431,7 @@ class Engine:
         due = self.facade.store.get_next_run_time()
         if due is not None and (datetime.now(UTC) - due).total_seconds() > limit:
             return True
-        if self.threads.oldest_wait() > limit:
+        if self.threads.stats().oldest_queued_s > limit:
             return True
         claims = self.dispatcher.claims_in_flight
         return bool(claims and time.monotonic() - self.dispatcher.oldest_claim > limit)
