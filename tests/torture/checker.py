@@ -1,0 +1,665 @@
+"""The checker: reads what tasks and engines recorded after a scenario and judges it.
+
+Every row of the report is a figure; rows with a ``must`` are the contract (sections 5
+and 8, issue 7) and fail the scenario when broken:
+- duplicates: one attempt of one scheduled run started more than once;
+- lost: a scheduled time of a healthy job with no execution and no final record although
+  an engine was serving for at least 1 s of its ``misfire_grace``;
+- not run while serving: the whole grace fell in serving time, yet it did not run;
+- takeover (leader killed or frozen) and recovery (database back) within 15 s;
+- a replaced leader that wakes up fires nothing from before its freeze;
+- ``/readyz`` 503 while the database is down, and never 200 while nothing fires;
+- every record ends final, and no record contradicts what the tasks did;
+- for the soak: ``def`` lateness while hangs hold threads, resource trend, SIGTERM exit.
+
+"Serving" time is the checked window minus each fault's allowance (``Fault.start`` to
+``Fault.serve_again_at``): the contract lets firing pause only that long.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from engine.files.cron import CronExpression
+from tests.torture.harness import Fault, Incarnation, Probe, ProcSample, World
+from tests.torture.project import JobPlan
+from tests.torture.records import FINAL, Execution, RunRecord, key_of
+
+__all__ = ["Observed", "Report", "Row", "Rules", "check", "observe"]
+
+TAKEOVER_BUDGET_S = 15.0  # contract section 8
+RECOVERY_BUDGET_S = 15.0  # a database outage ends: the lease comes back as in a takeover
+READY_DETECT_S = 10.0  # /readyz may still say 200 this long into an outage
+IDLE_S = 3.0  # no job started for this long (26 jobs fire every second): nothing fires
+ACT_S = 1.0  # serving this long within a run's grace is enough to record or run it
+SETTLED_S = 15.0  # a run scheduled this long before the final read is no longer running
+
+Interval = tuple[float, float]
+Key = tuple[str, int, int]
+
+
+@dataclass
+class Row:
+    name: str
+    value: str
+    must: str | None = None  # the requirement; None: a figure only
+    ok: bool | None = None
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What a scenario asserts beyond the common rows."""
+
+    lateness_p99_s: float | None = None  # healthy def jobs, while serving
+    trend: bool = False  # threads and fds flat after warm-up
+    trend_rss: bool = False  # RSS too (only long soaks: history fills for ~150 s)
+    warmup_s: float = 0.0
+    sigterm_s: float | None = None  # exit within this after SIGTERM
+    expect_duplicates: bool = False  # the claim-off proof: the checker must see them
+
+
+@dataclass
+class Report:
+    scenario: str
+    size: str
+    description: str
+    rows: list[Row] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, name: str, value: Any, must: str | None = None, ok: bool | None = None) -> None:
+        self.rows.append(Row(name, str(value), must, ok))
+
+    @property
+    def failures(self) -> list[Row]:
+        return [row for row in self.rows if row.ok is False]
+
+    def table(self) -> str:
+        width = max(len(r.name) for r in self.rows)
+        value_width = min(max(len(r.value) for r in self.rows), 60)
+        lines = [f"== {self.scenario} [{self.size}]: {self.description}"]
+        for row in self.rows:
+            verdict = "" if row.ok is None else ("ok" if row.ok else "FAIL")
+            must = f"must {row.must}" if row.must else ""
+            lines.append(
+                f"  {row.name:<{width}}  {row.value:<{value_width}}  {must:<16} {verdict}".rstrip()
+            )
+        return "\n".join(lines)
+
+    def write(self, folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = folder / f"{self.scenario}-{self.size}"
+        payload = {
+            "scenario": self.scenario,
+            "size": self.size,
+            "description": self.description,
+            "ok": not self.failures,
+            "rows": [asdict(row) for row in self.rows],
+            "details": self.details,
+        }
+        stem.with_suffix(".json").write_text(json.dumps(payload, indent=2, default=str))
+        stem.with_suffix(".txt").write_text(self.table() + "\n")
+        return stem.with_suffix(".json")
+
+
+# -- intervals -------------------------------------------------------------------------------
+
+
+def _subtract(window: Interval, holes: Iterable[Interval]) -> list[Interval]:
+    parts = [window]
+    for h_start, h_end in sorted(holes):
+        next_parts = []
+        for start, end in parts:
+            if h_end <= start or h_start >= end:
+                next_parts.append((start, end))
+                continue
+            if h_start > start:
+                next_parts.append((start, h_start))
+            if h_end < end:
+                next_parts.append((h_end, end))
+        parts = next_parts
+    return parts
+
+
+def _overlap(span: Interval, windows: list[Interval]) -> float:
+    start, end = span
+    return sum(max(0.0, min(end, w_end) - max(start, w_start)) for w_start, w_end in windows)
+
+
+def _same_window(start: float, end: float, windows: list[Interval]) -> bool:
+    """Both instants in one serving window: no fault came between them."""
+    return any(w_start <= start and end <= w_end for w_start, w_end in windows)
+
+
+def _inside(at: float, windows: list[Interval]) -> bool:
+    return any(start <= at <= end for start, end in windows)
+
+
+# -- statistics ------------------------------------------------------------------------------
+
+
+def _quantile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+def _s(value: float | None, digits: int = 2) -> str:
+    return "never" if value is None else f"{value:.{digits}f} s"
+
+
+def _spread(values: list[float | None]) -> str:
+    known = [v for v in values if v is not None]
+    missing = len(values) - len(known)
+    if not values:
+        return "n/a"
+    text = (
+        f"min {min(known):.2f} / median {statistics.median(known):.2f} / max {max(known):.2f} s"
+        if known
+        else "no fire at all"
+    )
+    return text + (f"; {missing} of {len(values)} never" if missing else f" (n={len(values)})")
+
+
+# -- expected fire times --------------------------------------------------------------------
+
+
+def _expected(job: JobPlan, start: float, end: float, seen: list[float]) -> list[float]:
+    """The job's scheduled times in [start, end] (an interval job's phase from ``seen``)."""
+    if job.cron is not None:
+        times = []
+        after = datetime.fromtimestamp(start, UTC)
+        for when in CronExpression.parse(job.cron).iter_after(after, UTC):
+            at = when.timestamp()
+            if at > end:
+                break
+            times.append(at)
+        return times
+    assert job.interval_s is not None
+    if not seen:
+        return []
+    phase = min(seen)
+    step = job.interval_s
+    first = phase + math.ceil((start - phase) / step) * step
+    count = max(0, math.floor((end - first) / step) + 1)
+    return [first + i * step for i in range(count)]
+
+
+# -- the check ---------------------------------------------------------------------------
+
+
+@dataclass
+class Observed:
+    """Everything a scenario left behind, as plain data: what the checker reads."""
+
+    jobs: tuple[JobPlan, ...]
+    executions: list[Execution]
+    records: dict[Key, RunRecord]  # every run row seen by any read, newest status
+    last_rows: list[RunRecord]  # the table as the final read saw it
+    reads: int
+    failed_reads: int
+    faults: list[Fault]
+    incarnations: list[Incarnation]
+    probes: list[Probe]
+    proc_samples: list[ProcSample]
+    first_ready: float | None
+    settled_at: float
+
+
+def observe(world: World) -> Observed:
+    return Observed(
+        world.jobs,
+        world.executions(),
+        world.history.snapshot(),
+        list(world.history.last_rows),
+        world.history.reads,
+        world.history.failed_reads,
+        list(world.faults),
+        list(world.incarnations),
+        list(world.probes),
+        list(world.proc_samples),
+        world.first_ready(),
+        world.settled_at or _now(),
+    )
+
+
+def check(
+    world: World | Observed, scenario: str, size: str, description: str, rules: Rules
+) -> Report:
+    seen = observe(world) if isinstance(world, World) else world
+    report = Report(scenario, size, description)
+    executions = [e for e in seen.executions if not math.isnan(e.scheduled_at)]
+    no_context = [e for e in seen.executions if math.isnan(e.scheduled_at)]
+    records = seen.records
+    first_ready = seen.first_ready
+    settled = seen.settled_at
+    if first_ready is None:
+        report.add("engine ready", "never", "once", False)
+        return report
+    faults = sorted(seen.faults, key=lambda f: f.start)
+    serving = _subtract((first_ready, settled), [(f.start, f.serve_again_at) for f in faults])
+    jobs = {job.id: job for job in seen.jobs}
+    executed: dict[Key, list[Execution]] = defaultdict(list)
+    for e in executions:
+        executed[e.key].append(e)
+    fires = sorted(e.wall for e in executions if jobs.get(e.job_id, _HEALTHY).checked)
+
+    report.details["faults"] = [asdict(f) for f in faults]
+    report.details["serving_windows"] = serving
+    report.details["incarnations"] = [asdict(i) for i in seen.incarnations]
+    report.add(
+        "executions / run records read",
+        f"{len(executions)} / {len(records)} ({seen.reads} reads, {seen.failed_reads} failed)",
+    )
+
+    _duplicates(report, executed, faults, rules)
+    report.add("tasks without a run context", len(no_context), "= 0", not no_context)
+    _accounting(report, jobs, executed, records, serving, first_ready, settled)
+    _takeovers(report, executions, faults, settled)
+    _recoveries(report, executions, faults, settled)
+    _stale_fires(report, executions, faults)
+    _readiness(report, seen.probes, faults, serving, fires)
+    _truthful(report, seen.last_rows, executed, records, faults, first_ready, settled)
+    _lateness(report, executions, jobs, serving, rules)
+    _trend(report, seen.proc_samples, rules)
+    _sigterm(report, seen.incarnations, rules)
+    return report
+
+
+_HEALTHY = JobPlan("?", "quick_async", cron="* * * * * *")
+
+
+def _now() -> float:
+    return datetime.now(UTC).timestamp()
+
+
+def _duplicates(
+    report: Report, executed: dict[Key, list[Execution]], faults: list[Fault], rules: Rules
+) -> None:
+    doubled = {key: runs for key, runs in executed.items() if len(runs) > 1}
+    extra = sum(len(runs) - 1 for runs in doubled.values())
+    hit: Counter[int] = Counter()
+    for runs in doubled.values():
+        second = sorted(e.wall for e in runs)[1]
+        before = [i for i, f in enumerate(faults) if f.start <= second]
+        hit[before[-1] if before else -1] += 1
+    where = f" in {len([i for i in hit if i >= 0])} of {len(faults)} faults" if faults else ""
+    examples = [
+        f"{key[0]}@{datetime.fromtimestamp(key[1] / 1000, UTC).time()} x{len(runs)} "
+        f"({', '.join(sorted({e.incarnation for e in runs}))})"
+        for key, runs in sorted(doubled.items(), key=lambda kv: kv[0][1])[:8]
+    ]
+    report.details["duplicates"] = examples
+    if rules.expect_duplicates:
+        report.add(
+            "duplicate executions (claim switched off)",
+            f"{extra} extra runs of {len(doubled)} scheduled times{where}",
+            "> 0 (caught)",
+            extra > 0,
+        )
+    else:
+        report.add(
+            "duplicate executions",
+            f"{extra} extra runs of {len(doubled)} scheduled times{where}",
+            "= 0",
+            extra == 0,
+        )
+
+
+def _accounting(
+    report: Report,
+    jobs: dict[str, JobPlan],
+    executed: dict[Key, list[Execution]],
+    records: dict[Key, RunRecord],
+    serving: list[Interval],
+    first_ready: float,
+    settled: float,
+) -> None:
+    seen: dict[str, list[float]] = defaultdict(list)
+    for job_id, millis, _attempt in list(executed) + list(records):
+        seen[job_id].append(millis / 1000)
+    lost: list[str] = []
+    not_run: Counter[str] = Counter()
+    during_faults: Counter[str] = Counter()
+    checked = 0
+    for job in jobs.values():
+        if not job.checked:
+            continue
+        for at in _expected(job, first_ready + 1, settled - job.grace_s - 1, seen[job.id]):
+            checked += 1
+            key = key_of(job.id, at, 1)
+            if key in executed:
+                continue
+            record = records.get(key)
+            final = record is not None and record.status in FINAL
+            span = (at, at + job.grace_s)
+            if _overlap(span, serving) >= job.grace_s - 1e-6:
+                if final:
+                    assert record is not None
+                    not_run[record.status] += 1
+                else:
+                    lost.append(f"{job.id}@{datetime.fromtimestamp(at, UTC).time()}")
+            elif not final and _overlap(span, serving) >= ACT_S:
+                lost.append(f"{job.id}@{datetime.fromtimestamp(at, UTC).time()}")
+            else:
+                during_faults[record.status if final and record else "no record"] += 1
+    report.details["lost"] = lost[:50]
+    report.add("scheduled times checked (healthy jobs)", checked)
+    report.add("lost (no execution, no final record)", len(lost), "= 0", not lost)
+    report.add(
+        "not run though an engine should fire",
+        f"{sum(not_run.values())}" + (f" ({_counts(not_run)})" if not_run else ""),
+        "= 0",
+        not not_run,
+    )
+    report.add(
+        "not run during fault allowances",
+        f"{sum(during_faults.values())}"
+        + (f" ({_counts(during_faults)})" if during_faults else ""),
+    )
+
+
+def _counts(counter: Counter[str]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counter.most_common())
+
+
+def _window_end(faults: list[Fault], index: int, settled: float) -> float:
+    return faults[index + 1].start if index + 1 < len(faults) else settled
+
+
+def _takeovers(
+    report: Report, executions: list[Execution], faults: list[Fault], settled: float
+) -> None:
+    to_fire: list[float | None] = []
+    gaps: list[float | None] = []
+    restarts: list[float | None] = []
+    for i, fault in enumerate(faults):
+        if fault.kind not in ("leader-kill", "leader-freeze", "kill"):
+            continue
+        end = _window_end(faults, i, settled)
+        after = [
+            e.wall
+            for e in executions
+            if fault.start <= e.wall < end
+            and (fault.kind == "leader-freeze" or e.incarnation != fault.target)
+        ]
+        first = min(after) if after else None
+        delay = None if first is None else first - fault.start
+        fault.detail["first_fire_after_s"] = delay
+        if fault.kind == "kill":
+            restarts.append(delay)
+            continue
+        before = [
+            e.wall for e in executions if e.incarnation == fault.target and e.wall < fault.start
+        ]
+        to_fire.append(delay)
+        gaps.append(None if first is None or not before else first - max(before))
+        fault.detail["last_old_to_first_new_s"] = gaps[-1]
+    if restarts:
+        report.add("kill -9 to first fire after restart", _spread(restarts))
+    if to_fire:
+        ok = all(v is not None and v <= TAKEOVER_BUDGET_S for v in to_fire)
+        report.add("takeover: fault to first fire", _spread(to_fire), "<= 15 s", ok)
+        ok = all(v is not None and v <= TAKEOVER_BUDGET_S for v in gaps)
+        report.add("takeover: last old fire to first new", _spread(gaps), "<= 15 s", ok)
+
+
+def _recoveries(
+    report: Report, executions: list[Execution], faults: list[Fault], settled: float
+) -> None:
+    recoveries: list[float | None] = []
+    during: list[int] = []
+    for i, fault in enumerate(faults):
+        if not fault.kind.startswith("outage"):
+            continue
+        end = _window_end(faults, i, settled)
+        after = [e.wall for e in executions if fault.end <= e.wall < end]
+        recovery = min(after) - fault.end if after else None
+        fault.detail["recovery_s"] = recovery
+        recoveries.append(recovery)
+        during.append(sum(1 for e in executions if fault.start + 1 <= e.wall < fault.end))
+    if recoveries:
+        ok = all(v is not None and v <= RECOVERY_BUDGET_S for v in recoveries)
+        report.add("recovery: outage end to first fire", _spread(recoveries), "<= 15 s", ok)
+        report.add("task starts during outages (after 1 s)", " / ".join(map(str, during)))
+
+
+def _stale_fires(report: Report, executions: list[Execution], faults: list[Fault]) -> None:
+    freezes = [f for f in faults if f.kind == "leader-freeze"]
+    if not freezes:
+        return
+    stale = 0
+    replaced = 0
+    for fault in freezes:
+        others = [
+            e
+            for e in executions
+            if fault.start <= e.wall <= fault.end and e.incarnation != fault.target
+        ]
+        if not others:
+            continue
+        replaced += 1
+        woke = [
+            e
+            for e in executions
+            if e.incarnation == fault.target
+            and e.wall >= fault.end
+            and e.scheduled_at <= fault.end + 1
+        ]
+        fault.detail["stale_fires_after_thaw"] = len(woke)
+        stale += len(woke)
+    report.add(
+        "fires by a replaced leader after SIGCONT",
+        f"{stale} (replaced in {replaced} of {len(freezes)} freezes)",
+        "= 0",
+        stale == 0,
+    )
+
+
+def _readiness(
+    report: Report,
+    probes: list[Probe],
+    faults: list[Fault],
+    serving: list[Interval],
+    fires: list[float],
+) -> None:
+    import bisect
+
+    outages = [f for f in faults if f.kind.startswith("outage")]
+    if outages:
+        lying = [
+            p
+            for p in probes
+            if p.readyz == 200 and any(f.start + READY_DETECT_S <= p.at <= f.end for f in outages)
+        ]
+        report.add(
+            "/readyz 200 while the database is down",
+            f"{len(lying)} answers from {len({p.incarnation for p in lying})} replicas",
+            "= 0",
+            not lying,
+        )
+    idle_ready = []
+    for probe in probes:
+        if probe.readyz != 200 or not _inside(probe.at - IDLE_S, serving):
+            continue
+        if not _inside(probe.at, serving):
+            continue
+        index = bisect.bisect_left(fires, probe.at - IDLE_S)
+        if index >= len(fires) or fires[index] > probe.at:
+            idle_ready.append(probe)
+    report.add(
+        "/readyz 200 while nothing fires",
+        f"{len(idle_ready)} answers"
+        + (f" ({len({p.incarnation for p in idle_ready})} replicas)" if idle_ready else ""),
+        "= 0",
+        not idle_ready,
+    )
+    rounds: dict[int, set[str]] = defaultdict(set)
+    for probe in probes:
+        if probe.role == "leader":
+            rounds[int(probe.at / 1.0)].add(probe.incarnation)
+    report.add(
+        "seconds with two replicas saying leader", sum(1 for s in rounds.values() if len(s) > 1)
+    )
+
+
+def _truthful(
+    report: Report,
+    last_rows: list[RunRecord],
+    executed: dict[Key, list[Execution]],
+    records: dict[Key, RunRecord],
+    faults: list[Fault],
+    first_ready: float,
+    settled: float,
+) -> None:
+    lies: Counter[str] = Counter()
+    examples: list[str] = []
+    near_fault = [(f.start - 2, f.start + 2) for f in faults]
+    for key, record in records.items():
+        if not first_ready - 5 <= record.scheduled_at <= settled:
+            continue
+        ran = key in executed
+        old = record.scheduled_at < settled - SETTLED_S
+        if record.status == "success" and not ran:
+            kind = "success, never started"
+        elif record.status in ("missed", "skipped") and ran:
+            kind = f"{record.status}, but it ran"
+        elif record.status == "cancelled" and record.started_at is None and ran:
+            kind = "cancelled with no start, but it ran"
+        elif (
+            record.status in ("running", "timeout")
+            and record.started_at is not None
+            and not ran
+            and old
+            and not _inside(record.scheduled_at, near_fault)
+        ):
+            kind = f"{record.status} with a start, never started"
+        else:
+            continue
+        lies[kind] += 1
+        if len(examples) < 8:
+            examples.append(
+                f"{record.job_id}@{datetime.fromtimestamp(record.scheduled_at, UTC).time()}: {kind}"
+            )
+    report.details["untruthful_examples"] = examples
+    report.add(
+        "records contradicting the tasks",
+        f"{sum(lies.values())}" + (f" ({_counts(lies)})" if lies else ""),
+        "= 0",
+        not lies,
+    )
+    unfinished = [
+        r
+        for r in last_rows
+        if r.status not in FINAL and first_ready - 5 <= r.scheduled_at < settled - SETTLED_S
+    ]
+    report.add(
+        f"records not final {SETTLED_S:g} s after their time",
+        f"{len(unfinished)}"
+        + (f" ({_counts(Counter(r.status for r in unfinished))})" if unfinished else ""),
+        "= 0",
+        not unfinished,
+    )
+
+
+def _lateness(
+    report: Report,
+    executions: list[Execution],
+    jobs: dict[str, JobPlan],
+    serving: list[Interval],
+    rules: Rules,
+) -> None:
+    for kind in ("quick_def", "quick_async"):
+        late = [
+            e.wall - e.scheduled_at
+            for e in executions
+            if e.kind == kind
+            and jobs.get(e.job_id, _HEALTHY).checked
+            and _same_window(e.scheduled_at - 1, e.wall, serving)
+        ]
+        p50, p99 = _quantile(late, 0.5), _quantile(late, 0.99)
+        name = "def" if kind == "quick_def" else "async"
+        value = (
+            f"p50 {p50 * 1000:.1f} ms / p99 {p99 * 1000:.1f} ms / max {max(late) * 1000:.0f} ms"
+            f" (n={len(late)})"
+            if p50 is not None and p99 is not None
+            else "no runs"
+        )
+        if kind == "quick_def" and rules.lateness_p99_s is not None:
+            ok = p99 is not None and p99 <= rules.lateness_p99_s
+            report.add(
+                f"healthy {name} job lateness while serving",
+                value,
+                f"p99 <= {rules.lateness_p99_s:g} s",
+                ok,
+            )
+        else:
+            report.add(f"healthy {name} job lateness while serving", value)
+
+
+def _trend(report: Report, samples_of_all: list[ProcSample], rules: Rules) -> None:
+    by_incarnation: dict[str, list[Any]] = defaultdict(list)
+    for sample in samples_of_all:
+        by_incarnation[sample.incarnation].append(sample)
+    for name, samples in by_incarnation.items():
+        start = samples[0].at + rules.warmup_s
+        kept = [s for s in samples if s.at >= start]
+        if len(kept) < 6:
+            continue
+        third = len(kept) // 3
+        first, last = kept[:third], kept[-third:]
+
+        def mean(part: list[Any], attr: str) -> float:
+            return statistics.fmean(getattr(s, attr) for s in part)
+
+        rss = (mean(first, "rss_kb") / 1024, mean(last, "rss_kb") / 1024)
+        threads = (mean(first, "threads"), mean(last, "threads"))
+        fds = (mean(first, "fds"), mean(last, "fds"))
+        peak = max(s.threads for s in samples)
+        report.details.setdefault("trend", {})[name] = {
+            "rss_mb": rss,
+            "threads": threads,
+            "fds": fds,
+            "samples": len(samples),
+            "threads_max": peak,
+        }
+        rss_ok = rss[1] <= rss[0] * 1.10 + 10
+        report.add(
+            f"{name} RSS MB, first -> last third",
+            f"{rss[0]:.1f} -> {rss[1]:.1f}",
+            "flat (+10%+10 MB)" if rules.trend_rss else None,
+            rss_ok if rules.trend_rss else None,
+        )
+        report.add(
+            f"{name} threads, first -> last third",
+            f"{threads[0]:.1f} -> {threads[1]:.1f} (max {peak})",
+            "flat (+2)" if rules.trend else None,
+            threads[1] <= threads[0] + 2 if rules.trend else None,
+        )
+        report.add(
+            f"{name} open fds, first -> last third",
+            f"{fds[0]:.1f} -> {fds[1]:.1f}",
+            "flat (+5)" if rules.trend else None,
+            fds[1] <= fds[0] + 5 if rules.trend else None,
+        )
+
+
+def _sigterm(report: Report, incarnations: list[Incarnation], rules: Rules) -> None:
+    if rules.sigterm_s is None:
+        return
+    stopped = [i for i in incarnations if i.end == "terminated"]
+    for inc in stopped:
+        report.add(
+            f"{inc.name} exit after SIGTERM (def tasks hanging)",
+            _s(inc.exit_seconds, 1) if inc.exit_seconds is not None else "did not exit",
+            f"<= {rules.sigterm_s:g} s",
+            inc.exit_seconds is not None and inc.exit_seconds <= rules.sigterm_s,
+        )
