@@ -12,8 +12,9 @@ and 8, issue 7) and fail the scenario when broken:
 - every record ends final, and no record contradicts what the tasks did;
 - for the soak: ``def`` lateness while hangs hold threads, resource trend, SIGTERM exit.
 
-"Serving" time is the checked window minus each fault's allowance (``Fault.start`` to
-``Fault.serve_again_at``): the contract lets firing pause only that long.
+"Serving" time is the checked window minus each fault's allowance: from ``Fault.start``
+to ``Fault.serve_again_at`` (what the contract allows) or to the first fire after the
+fault, if that came sooner (an engine that fires again serves: later times must run).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import math
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -223,7 +224,7 @@ def observe(world: World) -> Observed:
         world.history.reads,
         world.history.failed_reads,
         list(world.faults),
-        list(world.incarnations),
+        [replace(i) for i in world.incarnations],  # copies: teardown goes on changing them
         list(world.probes),
         list(world.proc_samples),
         world.first_ready(),
@@ -245,7 +246,8 @@ def check(
         report.add("engine ready", "never", "once", False)
         return report
     faults = sorted(seen.faults, key=lambda f: f.start)
-    serving = _subtract((first_ready, settled), [(f.start, f.serve_again_at) for f in faults])
+    allowances = [(f.start, _allowance_end(f, executions)) for f in faults]
+    serving = _subtract((first_ready, settled), allowances)
     jobs = {job.id: job for job in seen.jobs}
     executed: dict[Key, list[Execution]] = defaultdict(list)
     for e in executions:
@@ -262,6 +264,13 @@ def check(
 
     _duplicates(report, executed, faults, rules)
     report.add("tasks without a run context", len(no_context), "= 0", not no_context)
+    crashed = [i.name for i in seen.incarnations if (i.end or "").startswith("exited by itself")]
+    report.add(
+        "engines that exited by themselves",
+        f"{len(crashed)}" + (f" ({', '.join(crashed)})" if crashed else ""),
+        "= 0",
+        not crashed,
+    )
     _accounting(report, jobs, executed, records, serving, first_ready, settled)
     _takeovers(report, executions, faults, settled)
     _recoveries(report, executions, faults, settled)
@@ -369,6 +378,23 @@ def _accounting(
 
 def _counts(counter: Counter[str]) -> str:
     return ", ".join(f"{k} {v}" for k, v in counter.most_common())
+
+
+def _allowance_end(fault: Fault, executions: list[Execution]) -> float:
+    """When firing is required again after ``fault``: its allowance ends, or sooner, as soon
+    as an engine fires again (from then on it serves: every later time must run)."""
+    if fault.kind.startswith("outage"):
+        after = [e.wall for e in executions if e.wall >= fault.end]
+    else:  # a process fault: a fire by another incarnation, or by the target once thawed
+        after = [
+            e.wall
+            for e in executions
+            if e.wall >= fault.start and (e.incarnation != fault.target or e.wall >= fault.end)
+        ]
+    resumed = min(after, default=fault.serve_again_at)
+    end = min(fault.serve_again_at, resumed)
+    fault.detail["serving_again_after_s"] = round(end - fault.start, 3)
+    return end
 
 
 def _window_end(faults: list[Fault], index: int, settled: float) -> float:

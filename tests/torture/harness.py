@@ -44,6 +44,18 @@ PROC_EVERY = 1.0
 HTTP_TIMEOUT = 1.0
 
 
+# Runs first in every engine process, then execs the engine: if this test process dies
+# (even by SIGKILL), the kernel SIGKILLs the engine too, so no engine outlives its run.
+# (PR_SET_PDEATHSIG survives exec; it fires when the thread that started the engine ends,
+# which is after the scenario that started it.)
+_ORPHAN_GUARD = (
+    "import ctypes, os, signal, sys; "
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL); "  # PR_SET_PDEATHSIG
+    "os.getppid() == int(sys.argv[1]) or os._exit(70); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])"
+)
+
+
 def wait_until(condition: Callable[[], T], timeout: float, interval: float = 0.05) -> T | None:
     """Poll ``condition`` until it is truthy; its value, or None once ``timeout`` passed.
 
@@ -126,6 +138,7 @@ class Replica:
         self.proc: subprocess.Popen[bytes] | None = None
         self.current: Incarnation | None = None
         self.frozen = False
+        self.stopping = False  # we are ending it: an exit now is not a crash
         self.client: httpx.Client | None = None
         self.log_path = world.workdir / f"{name}.log"
 
@@ -136,7 +149,7 @@ class Replica:
         self.starts += 1
         port = free_port()
         name = f"{self.name}#{self.starts}"
-        argv = [sys.executable, *self.world.entry, "serve"]
+        argv = [sys.executable, "-c", _ORPHAN_GUARD, str(os.getpid()), *self.world.entry, "serve"]
         argv += ["--schedules", str(self.world.project / "schedules"), "--port", str(port)]
         if self.world.database_url is not None:
             argv += ["--database", self.world.database_url]
@@ -161,6 +174,7 @@ class Replica:
                 start_new_session=True,  # its own process group: faults hit every worker
             )
         self.frozen = False
+        self.stopping = False
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=HTTP_TIMEOUT)
         self.current = Incarnation(name, self.name, self.proc.pid, port, time.time())
         self.world.incarnations.append(self.current)
@@ -192,6 +206,7 @@ class Replica:
         """SIGKILL the whole group (a pod or host dying); the wall time of the kill."""
         assert self.proc is not None and self.current is not None
         at = time.time()
+        self.stopping = True
         self._signal(signal.SIGKILL)
         if self.frozen:
             self._signal(signal.SIGCONT)
@@ -220,6 +235,7 @@ class Replica:
     def terminate(self, timeout: float) -> float | None:
         """SIGTERM; the seconds until the process exited, or None (then it is SIGKILLed)."""
         assert self.proc is not None and self.current is not None
+        self.stopping = True
         if self.frozen:
             self.thaw()
         sent = time.monotonic()
@@ -242,6 +258,7 @@ class Replica:
         """Whatever state it is in: thawed, killed with its group, reaped."""
         if self.proc is None:
             return
+        self.stopping = True
         if self.frozen:
             self._signal(signal.SIGCONT)
             self.frozen = False
@@ -267,6 +284,19 @@ class Replica:
         self.frozen = False
 
     # -- observing -------------------------------------------------------------------------
+
+    def crashed(self) -> int | None:
+        """The exit status if the process ended without being told to, else None."""
+        proc, current = self.proc, self.current
+        if proc is None or current is None or self.stopping or current.end is not None:
+            return None
+        code = proc.poll()
+        if code is None:
+            return None
+        current.ended_at = time.time()
+        current.end = f"exited by itself ({code})"
+        self.world.note("crash", current.name, code=code)
+        return code
 
     @property
     def alive(self) -> bool:
@@ -360,12 +390,16 @@ class World:
             thread.start()
             self._threads.append(thread)
 
-    def close(self) -> None:
+    def stop_sampling(self) -> None:
+        """The scenario is over: what the samplers saw so far is what the checker reads."""
         self._stop.set()
-        for replica in self.replicas:
-            replica.teardown()
         for thread in self._threads:
             thread.join(timeout=15)
+
+    def close(self) -> None:
+        self.stop_sampling()
+        for replica in self.replicas:
+            replica.teardown()
 
     def _every(self, step: Callable[[], None], every: float) -> None:
         while not self._stop.is_set():
@@ -413,13 +447,15 @@ class World:
         return wait_until(find, timeout, interval=0.1)
 
     def settle(self, seconds: float) -> None:
-        """Let the system run undisturbed, then read the history one last time."""
+        """Let the system run undisturbed, read the history one last time, stop sampling."""
         time.sleep(seconds)
         self.settled_at = time.time()
         self.history.read(self.settled_at)
+        self.stop_sampling()
 
     def _probe_once(self) -> None:
         for replica in list(self.replicas):
+            replica.crashed()
             current = replica.current
             if current is None or not replica.alive:
                 continue

@@ -188,7 +188,6 @@ def soak(world: World, seconds: float, sigterm_timeout: float) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and replica.alive:
         time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
-    world.settled_at = time.time()
-    world.history.read(world.settled_at)
+    world.settle(0)
     if replica.alive:
         replica.terminate(sigterm_timeout)

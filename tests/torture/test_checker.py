@@ -120,12 +120,29 @@ def test_a_time_with_no_execution_while_serving_is_lost_or_not_run(
     assert row(report, "not run though")[0].startswith(not_run)
 
 
-def test_times_inside_a_fault_allowance_are_excused() -> None:
+def test_times_due_during_a_fault_are_excused_once_recorded_or_run_late() -> None:
     fires = [f for f in steady(T0, T0 + 60) if not T0 + 20 <= f.scheduled_at < T0 + 30]
-    outage = Fault("outage-cut", None, T0 + 20, T0 + 25, T0 + 40)
+    missed = [
+        record(f.job_id, f.scheduled_at, "missed", started=False) for f in steady(T0 + 20, T0 + 25)
+    ]
+    late = [
+        fire(f.job_id, f.scheduled_at, late=T0 + 30.1 - f.scheduled_at)
+        for f in steady(T0 + 25, T0 + 30)
+    ]
+    outage = Fault("outage-cut", None, T0 + 20, T0 + 30, T0 + 45)
+    report = judged(observed(fires + late, records=missed, faults=[outage]))
+    assert not report.failures, report.table()
+    assert (
+        row(report, "not run during fault allowances")[0] == f"{len(missed)} (missed {len(missed)})"
+    )
+
+
+def test_a_time_due_during_a_fault_with_no_trace_is_lost_once_an_engine_serves_again() -> None:
+    fires = [f for f in steady(T0, T0 + 60) if not T0 + 20 <= f.scheduled_at < T0 + 30]
+    outage = Fault("outage-cut", None, T0 + 20, T0 + 30, T0 + 45)
     report = judged(observed(fires, faults=[outage]))
-    assert row(report, "lost")[0] == "0"
-    assert row(report, "not run during fault allowances")[0].startswith("25")
+    # Due at 26..29 with 5 s of grace: the engine firing again from 30 had to run them.
+    assert row(report, "lost")[1] is False
 
 
 def test_a_replica_that_never_fires_again_after_an_outage_is_lost_runs_and_no_recovery() -> None:
@@ -199,3 +216,9 @@ def test_soak_rules_judge_lateness_thread_growth_and_sigterm() -> None:
     assert row(report, "r1#1 threads")[1] is False
     assert row(report, "r1#1 open fds")[1] is True
     assert row(report, "r1#1 exit after SIGTERM") == ("did not exit", False)
+
+
+def test_an_engine_that_exits_by_itself_is_caught() -> None:
+    crashed = Incarnation("r1#1", "r1", 100, 0, T0, T0, T0 + 30, "exited by itself (1)")
+    report = judged(observed(steady(T0, T0 + 60), incarnations=[crashed]))
+    assert row(report, "engines that exited by themselves") == ("1 (r1#1)", False)
