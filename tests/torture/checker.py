@@ -335,9 +335,14 @@ def _accounting(
     seen: dict[str, list[float]] = defaultdict(list)
     for job_id, millis, _attempt in list(executed) + list(records):
         seen[job_id].append(millis / 1000)
+    starts: dict[str, list[float]] = defaultdict(list)
+    for runs in executed.values():
+        for e in runs:
+            starts[e.job_id].append(e.wall)
     lost: list[str] = []
     not_run: Counter[str] = Counter()
     during_faults: Counter[str] = Counter()
+    overlapped = 0
     checked = 0
     for job in jobs.values():
         if not job.checked:
@@ -353,6 +358,13 @@ def _accounting(
             if _overlap(span, serving) >= job.grace_s - 1e-6:
                 if final:
                     assert record is not None
+                    if record.status == "skipped" and any(
+                        at - 2 <= wall <= at + 1 for wall in starts[job.id]
+                    ):
+                        # ``concurrency: forbid`` at work: another run of the job (a late
+                        # one caught up after a fault) was going when this one was due.
+                        overlapped += 1
+                        continue
                     not_run[record.status] += 1
                 else:
                     lost.append(f"{job.id}@{datetime.fromtimestamp(at, UTC).time()}")
@@ -369,6 +381,7 @@ def _accounting(
         "= 0",
         not not_run,
     )
+    report.add("skipped while another run of the job was going", overlapped)
     report.add(
         "not run during fault allowances",
         f"{sum(during_faults.values())}"

@@ -3,13 +3,15 @@
 ``TORTURE`` picks the suite: ``short`` (default: the few-minute version inside
 ``make test``), ``full`` (``make torture``), ``proof`` (the claim switched off, which
 must be caught), or ``off``. Tests of the other suites are deselected, not skipped.
-Every table is written to ``.torture/`` (or ``TORTURE_RESULTS``) and printed at the end.
+Every table is written to ``.torture/`` (or ``TORTURE_RESULTS``) and printed at the end;
+each scenario's project, task log and replica logs stay in ``.torture/work/``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -73,7 +75,7 @@ def _admin() -> object:
 
 
 @pytest.fixture
-def make_world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[MakeWorld]:
+def make_world(request: pytest.FixtureRequest) -> Iterator[MakeWorld]:
     """``make_world(name, jobs, database="sqlite"|"postgres", proxy=False, **world_kwargs)``.
 
     A PostgreSQL world gets its own database (dropped after, WITH (FORCE): ours only);
@@ -91,8 +93,15 @@ def make_world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[MakeW
         proxy: bool = False,
         **kwargs: object,
     ) -> World:
-        workdir = tmp_path / name
-        workdir.mkdir()
+        # Kept under the results folder (replaced by the next run of the same scenario), so
+        # the task log, the replicas' logs and the SQLite file outlive pytest's tmp_path.
+        callspec = getattr(request.node, "callspec", None)
+        workdir = (
+            results_dir(request.config) / "work" / f"{name}-{callspec.id if callspec else suite()}"
+        )
+        if workdir.exists():
+            shutil.rmtree(workdir)
+        workdir.mkdir(parents=True)
         if database == "sqlite":
             url = None  # the default, sqlite:///.engine/state.db in the project folder
             read_url = f"sqlite:///{workdir / 'project' / '.engine' / 'state.db'}"

@@ -2,9 +2,9 @@
 
 Each function drives a ``World`` (already holding its project and database) through its
 faults, records each one as a ``Fault`` with the contract's allowance, lets the system
-settle and returns; the checker judges afterwards. Kill instants are placed at chosen
-phases of the second: the jobs fire on whole seconds, and the dangerous instant is just
-after a fire, before the engine has written what it did.
+settle and returns; the checker judges afterwards. Half of the kills land just after the
+target is seen starting a task (the dangerous instant: it ran, and the engine may not have
+written so yet), the others at chosen phases of the second.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from tests.torture.harness import Fault, Replica, World
+from tests.torture.harness import Fault, Replica, World, wait_until
 from tests.torture.project import GRACE_S
 from tests.torture.proxy import Mode, PgProxy
 
@@ -30,9 +30,29 @@ __all__ = [
 
 TAKEOVER_S = 15.0  # contract section 8
 SETTLE_S = GRACE_S + 3  # the last runs get their grace, then the history is read
-# Fractions of a second at which kills land: half of them within 200 ms after a fire.
-PHASES = (0.05, 0.5, 0.1, 0.8, 0.02, 0.3, 0.15, 0.65, 0.08, 0.9)
-NEAR_FIRE = (0.03, 0.06, 0.1, 0.04, 0.08, 0.12)
+# When kills land: ("fire", d) d seconds after the target is seen starting a task (the
+# dangerous instant: it ran, and has not written so yet), ("wall", p) at p into a second.
+Timing = tuple[str, float]
+PHASES: tuple[Timing, ...] = (
+    ("fire", 0.03),
+    ("wall", 0.5),
+    ("fire", 0.1),
+    ("wall", 0.8),
+    ("fire", 0.0),
+    ("wall", 0.3),
+    ("fire", 0.15),
+    ("wall", 0.65),
+    ("fire", 0.06),
+    ("wall", 0.9),
+)
+NEAR_FIRE: tuple[Timing, ...] = (
+    ("fire", 0.03),
+    ("fire", 0.06),
+    ("fire", 0.1),
+    ("fire", 0.0),
+    ("fire", 0.08),
+    ("fire", 0.12),
+)
 
 
 @dataclass(frozen=True)
@@ -61,6 +81,18 @@ def _at_phase(phase: float) -> None:
     time.sleep(target - now)
 
 
+def _await_kill_moment(world: World, target: str, timing: Timing) -> None:
+    how, offset = timing
+    if how == "wall":
+        _at_phase(offset)
+        return
+    since = time.time()
+    wait_until(
+        lambda: any(e.incarnation == target for e in world.fires_since(since)), 5, interval=0.005
+    )
+    time.sleep(offset)
+
+
 def _start_all(replicas: list[Replica]) -> None:
     for replica in replicas:
         replica.start(wait=False)
@@ -86,12 +118,12 @@ def kill_restarts(world: World, cycles: int, seed: int) -> None:
         world.wait_fire(replica.current.started_at, 15, exclude=None)
         time.sleep(rng.uniform(0.3, 1.5))
         phase = PHASES[cycle % len(PHASES)]
-        _at_phase(phase)
         target = replica.current.name
+        _await_kill_moment(world, target, phase)
         killed = replica.kill()
         fresh = replica.start()
         assert fresh.ready_at is not None
-        world.fault(Fault("kill", target, killed, killed, fresh.ready_at, {"phase": phase}))
+        world.fault(Fault("kill", target, killed, killed, fresh.ready_at, {"kill_at": phase}))
     world.settle(SETTLE_S)
 
 
@@ -100,7 +132,7 @@ def leader_faults(
     kills: int,
     freezes: int,
     freeze_s: float,
-    phases: tuple[float, ...] = PHASES,
+    phases: tuple[Timing, ...] = PHASES,
 ) -> None:
     """Three replicas; kill the leader ``kills`` times and freeze it ``freezes`` times.
 
@@ -120,10 +152,12 @@ def leader_faults(
         target = leader.current.name
         if step == "kill":
             phase = phases[number % len(phases)]
-            _at_phase(phase)
+            _await_kill_moment(world, target, phase)
             killed = leader.kill()
             world.fault(
-                Fault("leader-kill", target, killed, killed, killed + TAKEOVER_S, {"phase": phase})
+                Fault(
+                    "leader-kill", target, killed, killed, killed + TAKEOVER_S, {"kill_at": phase}
+                )
             )
             leader.start(wait=False)
             world.wait_fire(killed, TAKEOVER_S + 5, exclude=target)

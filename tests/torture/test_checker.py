@@ -222,3 +222,17 @@ def test_an_engine_that_exits_by_itself_is_caught() -> None:
     crashed = Incarnation("r1#1", "r1", 100, 0, T0, T0, T0 + 30, "exited by itself (1)")
     report = judged(observed(steady(T0, T0 + 60), incarnations=[crashed]))
     assert row(report, "engines that exited by themselves") == ("1 (r1#1)", False)
+
+
+@pytest.mark.parametrize(("other_start", "counted"), [(T0 + 29.6, "0"), (None, "1 (skipped 1)")])
+def test_a_skip_counts_as_not_run_unless_another_run_of_the_job_was_going(
+    other_start: float | None, counted: str
+) -> None:
+    at = T0 + 30
+    fires = [f for f in steady(T0, T0 + 60) if not (f.job_id == "tick-a" and f.scheduled_at == at)]
+    fires = [f for f in fires if not (f.job_id == "tick-a" and at - 2 <= f.wall <= at + 1)]
+    if other_start is not None:  # a late run of an earlier time, caught up after a fault
+        fires = [f for f in fires if not (f.job_id == "tick-a" and f.scheduled_at == T0 + 5)]
+        fires.append(fire("tick-a", T0 + 5, late=other_start - (T0 + 5)))
+    report = judged(observed(fires, records=[record("tick-a", at, "skipped", started=False)]))
+    assert row(report, "not run though")[0] == counted
