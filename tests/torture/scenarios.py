@@ -86,9 +86,13 @@ def _await_kill_moment(world: World, target: str, timing: Timing) -> None:
     if how == "wall":
         _at_phase(offset)
         return
+    # The cron jobs, which all fire together on the second (interval jobs have their own phase).
+    cron = {job.id for job in world.jobs if job.cron is not None}
     since = time.time()
     wait_until(
-        lambda: any(e.incarnation == target for e in world.fires_since(since)), 5, interval=0.005
+        lambda: any(e.incarnation == target and e.job_id in cron for e in world.fires_since(since)),
+        5,
+        interval=0.005,
     )
     time.sleep(offset)
 
