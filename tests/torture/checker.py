@@ -359,7 +359,7 @@ def _accounting(
                 if final:
                     assert record is not None
                     if record.status == "skipped" and any(
-                        at - 2 <= wall <= at + 1 for wall in starts[job.id]
+                        at - 2 <= wall <= at + 0.05 for wall in starts[job.id]
                     ):
                         # ``concurrency: forbid`` at work: another run of the job (a late
                         # one caught up after a fault) was going when this one was due.

@@ -224,7 +224,14 @@ def test_an_engine_that_exits_by_itself_is_caught() -> None:
     assert row(report, "engines that exited by themselves") == ("1 (r1#1)", False)
 
 
-@pytest.mark.parametrize(("other_start", "counted"), [(T0 + 29.6, "0"), (None, "1 (skipped 1)")])
+@pytest.mark.parametrize(
+    ("other_start", "counted"),
+    [
+        (T0 + 29.6, "0"),  # started before this one was due: still going, a fair skip
+        (T0 + 30.5, "1 (skipped 1)"),  # started after: it was queued, not going
+        (None, "1 (skipped 1)"),
+    ],
+)
 def test_a_skip_counts_as_not_run_unless_another_run_of_the_job_was_going(
     other_start: float | None, counted: str
 ) -> None:
