@@ -19,20 +19,19 @@ fault, if that came sooner (an engine that fires again serves: later times must 
 
 from __future__ import annotations
 
-import json
+import bisect
 import math
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from engine.files.cron import CronExpression
 from tests.torture.harness import Fault, Incarnation, Probe, ProcSample, World
 from tests.torture.project import JobPlan
 from tests.torture.records import FINAL, Execution, RunRecord, key_of
+from tests.torture.report import Report, Row, counts, quantile, seconds, spread
+from tests.torture.windows import Interval, expected, inside, overlap, same_window, subtract
 
 __all__ = ["Observed", "Report", "Row", "Rules", "check", "observe"]
 
@@ -43,16 +42,7 @@ IDLE_S = 3.0  # no job started for this long (26 jobs fire every second): nothin
 ACT_S = 1.0  # serving this long within a run's grace is enough to record or run it
 SETTLED_S = 15.0  # a run scheduled this long before the final read is no longer running
 
-Interval = tuple[float, float]
 Key = tuple[str, int, int]
-
-
-@dataclass
-class Row:
-    name: str
-    value: str
-    must: str | None = None  # the requirement; None: a figure only
-    ok: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -65,136 +55,6 @@ class Rules:
     warmup_s: float = 0.0
     sigterm_s: float | None = None  # exit within this after SIGTERM
     expect_duplicates: bool = False  # the claim-off proof: the checker must see them
-
-
-@dataclass
-class Report:
-    scenario: str
-    size: str
-    description: str
-    rows: list[Row] = field(default_factory=list)
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def add(self, name: str, value: Any, must: str | None = None, ok: bool | None = None) -> None:
-        self.rows.append(Row(name, str(value), must, ok))
-
-    @property
-    def failures(self) -> list[Row]:
-        return [row for row in self.rows if row.ok is False]
-
-    def table(self) -> str:
-        width = max(len(r.name) for r in self.rows)
-        value_width = min(max(len(r.value) for r in self.rows), 60)
-        lines = [f"== {self.scenario} [{self.size}]: {self.description}"]
-        for row in self.rows:
-            verdict = "" if row.ok is None else ("ok" if row.ok else "FAIL")
-            must = f"must {row.must}" if row.must else ""
-            lines.append(
-                f"  {row.name:<{width}}  {row.value:<{value_width}}  {must:<16} {verdict}".rstrip()
-            )
-        return "\n".join(lines)
-
-    def write(self, folder: Path) -> Path:
-        folder.mkdir(parents=True, exist_ok=True)
-        stem = folder / f"{self.scenario}-{self.size}"
-        payload = {
-            "scenario": self.scenario,
-            "size": self.size,
-            "description": self.description,
-            "ok": not self.failures,
-            "rows": [asdict(row) for row in self.rows],
-            "details": self.details,
-        }
-        stem.with_suffix(".json").write_text(json.dumps(payload, indent=2, default=str))
-        stem.with_suffix(".txt").write_text(self.table() + "\n")
-        return stem.with_suffix(".json")
-
-
-# -- intervals -------------------------------------------------------------------------------
-
-
-def _subtract(window: Interval, holes: Iterable[Interval]) -> list[Interval]:
-    parts = [window]
-    for h_start, h_end in sorted(holes):
-        next_parts = []
-        for start, end in parts:
-            if h_end <= start or h_start >= end:
-                next_parts.append((start, end))
-                continue
-            if h_start > start:
-                next_parts.append((start, h_start))
-            if h_end < end:
-                next_parts.append((h_end, end))
-        parts = next_parts
-    return parts
-
-
-def _overlap(span: Interval, windows: list[Interval]) -> float:
-    start, end = span
-    return sum(max(0.0, min(end, w_end) - max(start, w_start)) for w_start, w_end in windows)
-
-
-def _same_window(start: float, end: float, windows: list[Interval]) -> bool:
-    """Both instants in one serving window: no fault came between them."""
-    return any(w_start <= start and end <= w_end for w_start, w_end in windows)
-
-
-def _inside(at: float, windows: list[Interval]) -> bool:
-    return any(start <= at <= end for start, end in windows)
-
-
-# -- statistics ------------------------------------------------------------------------------
-
-
-def _quantile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
-
-
-def _s(value: float | None, digits: int = 2) -> str:
-    return "never" if value is None else f"{value:.{digits}f} s"
-
-
-def _spread(values: list[float | None]) -> str:
-    known = [v for v in values if v is not None]
-    missing = len(values) - len(known)
-    if not values:
-        return "n/a"
-    text = (
-        f"min {min(known):.2f} / median {statistics.median(known):.2f} / max {max(known):.2f} s"
-        if known
-        else "no fire at all"
-    )
-    return text + (f"; {missing} of {len(values)} never" if missing else f" (n={len(values)})")
-
-
-# -- expected fire times --------------------------------------------------------------------
-
-
-def _expected(job: JobPlan, start: float, end: float, seen: list[float]) -> list[float]:
-    """The job's scheduled times in [start, end] (an interval job's phase from ``seen``)."""
-    if job.cron is not None:
-        times = []
-        after = datetime.fromtimestamp(start, UTC)
-        for when in CronExpression.parse(job.cron).iter_after(after, UTC):
-            at = when.timestamp()
-            if at > end:
-                break
-            times.append(at)
-        return times
-    assert job.interval_s is not None
-    if not seen:
-        return []
-    phase = min(seen)
-    step = job.interval_s
-    first = phase + math.ceil((start - phase) / step) * step
-    count = max(0, math.floor((end - first) / step) + 1)
-    return [first + i * step for i in range(count)]
-
-
-# -- the check ---------------------------------------------------------------------------
 
 
 @dataclass
@@ -247,7 +107,7 @@ def check(
         return report
     faults = sorted(seen.faults, key=lambda f: f.start)
     allowances = [(f.start, _allowance_end(f, executions)) for f in faults]
-    serving = _subtract((first_ready, settled), allowances)
+    serving = subtract((first_ready, settled), allowances)
     jobs = {job.id: job for job in seen.jobs}
     executed: dict[Key, list[Execution]] = defaultdict(list)
     for e in executions:
@@ -347,7 +207,7 @@ def _accounting(
     for job in jobs.values():
         if not job.checked:
             continue
-        for at in _expected(job, first_ready + 1, settled - job.grace_s - 1, seen[job.id]):
+        for at in expected(job, first_ready + 1, settled - job.grace_s - 1, seen[job.id]):
             checked += 1
             key = key_of(job.id, at, 1)
             if key in executed:
@@ -355,7 +215,7 @@ def _accounting(
             record = records.get(key)
             final = record is not None and record.status in FINAL
             span = (at, at + job.grace_s)
-            if _overlap(span, serving) >= job.grace_s - 1e-6:
+            if overlap(span, serving) >= job.grace_s - 1e-6:
                 if final:
                     assert record is not None
                     if record.status == "skipped" and any(
@@ -368,7 +228,7 @@ def _accounting(
                     not_run[record.status] += 1
                 else:
                     lost.append(f"{job.id}@{datetime.fromtimestamp(at, UTC).time()}")
-            elif not final and _overlap(span, serving) >= ACT_S:
+            elif not final and overlap(span, serving) >= ACT_S:
                 lost.append(f"{job.id}@{datetime.fromtimestamp(at, UTC).time()}")
             else:
                 during_faults[record.status if final and record else "no record"] += 1
@@ -377,20 +237,15 @@ def _accounting(
     report.add("lost (no execution, no final record)", len(lost), "= 0", not lost)
     report.add(
         "not run though an engine should fire",
-        f"{sum(not_run.values())}" + (f" ({_counts(not_run)})" if not_run else ""),
+        f"{sum(not_run.values())}" + (f" ({counts(not_run)})" if not_run else ""),
         "= 0",
         not not_run,
     )
     report.add("skipped while another run of the job was going", overlapped)
     report.add(
         "not run during fault allowances",
-        f"{sum(during_faults.values())}"
-        + (f" ({_counts(during_faults)})" if during_faults else ""),
+        f"{sum(during_faults.values())}" + (f" ({counts(during_faults)})" if during_faults else ""),
     )
-
-
-def _counts(counter: Counter[str]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in counter.most_common())
 
 
 def _allowance_end(fault: Fault, executions: list[Execution]) -> float:
@@ -443,12 +298,12 @@ def _takeovers(
         gaps.append(None if first is None or not before else first - max(before))
         fault.detail["last_old_to_first_new_s"] = gaps[-1]
     if restarts:
-        report.add("kill -9 to first fire after restart", _spread(restarts))
+        report.add("kill -9 to first fire after restart", spread(restarts))
     if to_fire:
         ok = all(v is not None and v <= TAKEOVER_BUDGET_S for v in to_fire)
-        report.add("takeover: fault to first fire", _spread(to_fire), "<= 15 s", ok)
+        report.add("takeover: fault to first fire", spread(to_fire), "<= 15 s", ok)
         ok = all(v is not None and v <= TAKEOVER_BUDGET_S for v in gaps)
-        report.add("takeover: last old fire to first new", _spread(gaps), "<= 15 s", ok)
+        report.add("takeover: last old fire to first new", spread(gaps), "<= 15 s", ok)
 
 
 def _recoveries(
@@ -467,7 +322,7 @@ def _recoveries(
         during.append(sum(1 for e in executions if fault.start + 1 <= e.wall < fault.end))
     if recoveries:
         ok = all(v is not None and v <= RECOVERY_BUDGET_S for v in recoveries)
-        report.add("recovery: outage end to first fire", _spread(recoveries), "<= 15 s", ok)
+        report.add("recovery: outage end to first fire", spread(recoveries), "<= 15 s", ok)
         report.add("task starts during outages (after 1 s)", " / ".join(map(str, during)))
 
 
@@ -510,8 +365,6 @@ def _readiness(
     serving: list[Interval],
     fires: list[float],
 ) -> None:
-    import bisect
-
     outages = [f for f in faults if f.kind.startswith("outage")]
     if outages:
         lying = [
@@ -527,9 +380,9 @@ def _readiness(
         )
     idle_ready = []
     for probe in probes:
-        if probe.readyz != 200 or not _inside(probe.at - IDLE_S, serving):
+        if probe.readyz != 200 or not inside(probe.at - IDLE_S, serving):
             continue
-        if not _inside(probe.at, serving):
+        if not inside(probe.at, serving):
             continue
         index = bisect.bisect_left(fires, probe.at - IDLE_S)
         if index >= len(fires) or fires[index] > probe.at:
@@ -578,7 +431,7 @@ def _truthful(
             and record.started_at is not None
             and not ran
             and old
-            and not _inside(record.scheduled_at, near_fault)
+            and not inside(record.scheduled_at, near_fault)
         ):
             kind = f"{record.status} with a start, never started"
         else:
@@ -591,7 +444,7 @@ def _truthful(
     report.details["untruthful_examples"] = examples
     report.add(
         "records contradicting the tasks",
-        f"{sum(lies.values())}" + (f" ({_counts(lies)})" if lies else ""),
+        f"{sum(lies.values())}" + (f" ({counts(lies)})" if lies else ""),
         "= 0",
         not lies,
     )
@@ -603,7 +456,7 @@ def _truthful(
     report.add(
         f"records not final {SETTLED_S:g} s after their time",
         f"{len(unfinished)}"
-        + (f" ({_counts(Counter(r.status for r in unfinished))})" if unfinished else ""),
+        + (f" ({counts(Counter(r.status for r in unfinished))})" if unfinished else ""),
         "= 0",
         not unfinished,
     )
@@ -622,9 +475,9 @@ def _lateness(
             for e in executions
             if e.kind == kind
             and jobs.get(e.job_id, _HEALTHY).checked
-            and _same_window(e.scheduled_at - 1, e.wall, serving)
+            and same_window(e.scheduled_at - 1, e.wall, serving)
         ]
-        p50, p99 = _quantile(late, 0.5), _quantile(late, 0.99)
+        p50, p99 = quantile(late, 0.5), quantile(late, 0.99)
         name = "def" if kind == "quick_def" else "async"
         value = (
             f"p50 {p50 * 1000:.1f} ms / p99 {p99 * 1000:.1f} ms / max {max(late) * 1000:.0f} ms"
@@ -698,7 +551,7 @@ def _sigterm(report: Report, incarnations: list[Incarnation], rules: Rules) -> N
     for inc in stopped:
         report.add(
             f"{inc.name} exit after SIGTERM (def tasks hanging)",
-            _s(inc.exit_seconds, 1) if inc.exit_seconds is not None else "did not exit",
+            seconds(inc.exit_seconds, 1) if inc.exit_seconds is not None else "did not exit",
             f"<= {rules.sigterm_s:g} s",
             inc.exit_seconds is not None and inc.exit_seconds <= rules.sigterm_s,
         )
