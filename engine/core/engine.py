@@ -47,6 +47,7 @@ __all__ = ["EVENT_FIELDS", "VERSION", "Engine", "event_of"]
 log = logging.getLogger("schedctl")
 VERSION = __version__
 T = TypeVar("T")
+DB_SILENCE_S = 8.0  # no answer from the database this long: it counts as unreachable
 EVENT_FIELDS = (
     "revision",
     "commit",
@@ -98,7 +99,8 @@ class Engine:
         self.leading = False
         self.ready = False
         self.started_at: float | None = None
-        self.database_ok = True
+        self._db_seen = time.monotonic()  # the last time the database answered
+        self._db_failed = False
         self._stopping = False
         self._tasks: list[asyncio.Task[Any]] = []
         # a standby's copy of the leader's facts
@@ -114,6 +116,21 @@ class Engine:
     def facade_runtime(self) -> RuntimeOps:
         """The runtime API's operations on the live scheduler (the leader's)."""
         return RuntimeOps(self.facade)
+
+    @property
+    def database_ok(self) -> bool:
+        """The database answered lately (a call that hangs counts against it too)."""
+        silent = time.monotonic() - self._db_seen
+        return not self._db_failed and silent < DB_SILENCE_S
+
+    def database_answered(self) -> None:
+        self._db_seen = time.monotonic()
+        self._db_failed = False
+        self.metrics.database_up.set(1)
+
+    def database_failed(self) -> None:
+        self._db_failed = True
+        self.metrics.database_up.set(0)
 
     def fence_now(self) -> Fence | None:
         """The lease to write under, while this process may act as the leader."""
@@ -165,7 +182,7 @@ class Engine:
             capture.uninstall()
             raise
         except Exception as exc:
-            self.database_ok = False
+            self.database_failed()
             log.error("Cannot reach the state database (%s); will keep trying.", exc)
         else:
             await self.leadership.first_try()

@@ -140,14 +140,16 @@ class Leadership:
         if not renewed:
             await self.stop_leading("another process took the lease over")
             return
-        engine.database_ok = engine.persister.healthy
+        if engine.persister.healthy:
+            engine.database_answered()
+        else:
+            engine.database_failed()
         self._leader_seen = time.monotonic()
 
     def _database_down(self, exc: BaseException) -> None:
         if self.engine.database_ok:
             log.error("The state database is unreachable (%s); will keep trying.", _short(exc))
-        self.engine.database_ok = False
-        self.engine.metrics.database_up.set(0)
+        self.engine.database_failed()
 
     def leader_seen_recently(self) -> bool:
         """A standby's answer to "does anyone fire?": a live lease seen within 2 TTLs."""
@@ -181,9 +183,8 @@ class Leadership:
             engine.persister.bind(facade.job_row, facade.next_run_of, engine.fence_now)
             engine.reconciling.apply(snapshot, commit, "start", time.perf_counter(), desired)
             facade.start()
-        engine.database_ok = True
+        engine.database_answered()
         engine.metrics.leader.set(1)
-        engine.metrics.database_up.set(1)
         self._leader_seen = time.monotonic()
         engine.event("leader", action="acquired", detail=f"epoch {fence.epoch} {fence.holder}")  # type: ignore[union-attr]
         engine.tuning.apply()
@@ -290,8 +291,7 @@ class Leadership:
             facade.restore(rows, {}, self._specs)
             engine.history.merge(runs_from_rows(run_rows))
         engine.remote = facts
-        engine.database_ok = True
-        engine.metrics.database_up.set(1)
+        engine.database_answered()
         self._view_since = started
         if await engine.leasing(engine.lease.leader_alive):
             self._leader_seen = time.monotonic()

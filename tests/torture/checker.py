@@ -201,6 +201,7 @@ def _accounting(
             starts[e.job_id].append(e.wall)
     lost: list[str] = []
     not_run: Counter[str] = Counter()
+    not_run_examples: list[str] = []
     during_faults: Counter[str] = Counter()
     overlapped = 0
     checked = 0
@@ -226,6 +227,10 @@ def _accounting(
                         overlapped += 1
                         continue
                     not_run[record.status] += 1
+                    not_run_examples.append(
+                        f"{job.id}@{datetime.fromtimestamp(at, UTC).time()} {record.status}: "
+                        f"{record.error}"
+                    )
                 else:
                     lost.append(f"{job.id}@{datetime.fromtimestamp(at, UTC).time()}")
             elif not final and overlap(span, serving) >= ACT_S:
@@ -233,6 +238,7 @@ def _accounting(
             else:
                 during_faults[record.status if final and record else "no record"] += 1
     report.details["lost"] = lost[:50]
+    report.details["not_run"] = not_run_examples[:50]
     report.add("scheduled times checked (healthy jobs)", checked)
     report.add("lost (no execution, no final record)", len(lost), "= 0", not lost)
     report.add(

@@ -1,11 +1,11 @@
 """Switching the database claim off, for the proof that the replica scenario catches it.
 
 ``TORTURE_CLAIM_OFF`` says how:
-- ``patch:MODULE:ATTR`` (default ``patch:engine.state.db:StateDB.claim_run``): the
+- ``patch:MODULE:ATTR`` (default ``patch:engine.state.db:StateDB.claim_runs``): the
   replicas run through a small launcher that replaces that callable with one that always
-  answers "claimed" before ``schedctl serve`` starts. On today's engine that is the whole
-  claim: ``Engine._db_claim`` calls ``StateDB.claim_run``, whose INSERT ... ON CONFLICT
-  DO NOTHING is what refuses a run another process already started.
+  answers "claimed" before ``schedctl serve`` starts. That is the whole claim: the
+  writer's claim lane calls ``StateDB.claim_runs``, whose fenced INSERT ... ON CONFLICT
+  DO NOTHING is what refuses a run another process (or an older lease) already claimed.
 - ``env:NAME=VALUE``: the replicas get that environment variable and start as usual, for
   a switch the engine itself offers.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 __all__ = ["DEFAULT", "claim_off"]
 
-DEFAULT = "patch:engine.state.db:StateDB.claim_run"
+DEFAULT = "patch:engine.state.db:StateDB.claim_runs"
 
 LAUNCHER = '''
 """schedctl with one callable replaced by "always claimed": the torture suite's proof run."""
@@ -35,6 +35,8 @@ getattr(owner, name)  # fails loudly if the engine has no such callable any more
 
 
 def claimed(*args, **kwargs):
+    if name == "claim_runs":  # (self, claims, fence): every run claimed, as if new
+        return {(claim["job_id"], claim["scheduled_at"]) for claim in args[1]}
     return True
 
 
