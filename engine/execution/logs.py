@@ -128,6 +128,10 @@ class JsonFormatter(logging.Formatter):
             "attempt": attempt,
             "run_id": run_id,
         }
+        args = record.args
+        if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
+            client, method, path, _, status = args  # an access line: its request, as fields
+            entry.update(client=client, method=method, path=path, status=status)
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         parts = [record.exc_text, record.stack_info and self.formatStack(record.stack_info)]
