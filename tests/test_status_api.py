@@ -937,3 +937,28 @@ async def test_bound_to_every_interface_the_machines_own_name_is_answered(
         assert response.status_code == 200
         response = await client.get("/healthz", headers={"Host": "elsewhere.example"})
         assert response.status_code == 400
+
+
+# -- ETag and 304 (contract section 5) -------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/jobs", "/jobs/hourly", "/status", "/jobs?source=declared"])
+async def test_a_poller_of_an_unchanged_state_gets_304_without_a_body(
+    settings: Settings, schedules: Path, jobs: ModuleType, path: str
+) -> None:
+    write(schedules / "hourly.yaml", HOURLY)
+    async with running(settings) as engine:
+        first = await engine.client.get(path)
+        assert first.status_code == 200
+        tag = first.headers["etag"]
+        again = await engine.client.get(path, headers={"If-None-Match": tag})
+        assert again.status_code == 304 and again.content == b""
+        assert again.headers["etag"] == tag
+        other = await engine.client.get(path, headers={"If-None-Match": '"something-else"'})
+        assert other.status_code == 200
+        # A change (a runtime pause, a new file) changes the answer and its tag.
+        assert await engine.scheduler.pause_job("hourly") is True
+        write(schedules / "more.yaml", HOURLY.replace("hourly:", "hourly-2:"))
+        await engine.reconcile()
+        changed = await engine.client.get(path, headers={"If-None-Match": tag})
+        assert changed.status_code == 200 and changed.headers["etag"] != tag

@@ -22,7 +22,7 @@ from engine._version import __version__
 from engine.core.leadership import Leadership
 from engine.core.reconciling import Reconciling
 from engine.core.tuning import ProcessTuning
-from engine.core.views import Views
+from engine.core.views import BIG, Views
 from engine.errors import StateError
 from engine.execution import capture
 from engine.execution.dispatch import Dispatcher
@@ -32,6 +32,7 @@ from engine.execution.threads import DaemonExecutor, TaskThreads
 from engine.execution.watch import LoopWatch
 from engine.files.preview import aware
 from engine.files.tasks import ensure_cwd_on_path, resolve_task
+from engine.jsontext import dumps
 from engine.metrics import JobSample, Metrics
 from engine.scheduler.facade import SchedulerFacade
 from engine.scheduler.jobs import trigger_for
@@ -107,6 +108,7 @@ class Engine:
         self.remote: dict[str, Any] = {}
         self.metrics.source = self._job_samples
         self.watch: LoopWatch | None = None
+        self._bodies: dict[str, tuple[Any, str, bytes]] = {}  # cached answers by version
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -332,12 +334,44 @@ class Engine:
             return cached
         version = self.views.version()
         entries = self.views.snapshot()
-        if len(entries) > 2000:
+        if len(entries) > BIG:
             jobs = await self.blocking(self.views.build_jobs, entries)
         else:
             jobs = self.views.build_jobs(entries)
         self.views.remember_jobs(version, jobs)
         return jobs
+
+    async def jobs_body(self) -> tuple[str, bytes]:
+        """(ETag, JSON body) of ``GET /jobs``: built off the loop, kept until a job, a run
+        or the revision changes."""
+        version = self.views.version()
+        cached = self._bodies.get("jobs")
+        if cached is not None and cached[0] == version:
+            return cached[1], cached[2]
+        jobs = await self.jobs_async()
+        body = await self._encode({"count": len(jobs), "jobs": jobs}, len(jobs))
+        tag = self.views.etag("jobs")
+        self._bodies["jobs"] = (version, tag, body)
+        return tag, body
+
+    async def specs_body(self) -> bytes:
+        """The JSON body of ``GET /specs``, built off the loop when large, cached likewise."""
+        version = self.views.version()
+        cached = self._bodies.get("specs")
+        if cached is not None and cached[0] == version:
+            return cached[2]
+        size = len(self.facade.catalog)
+        if size > BIG:
+            entries = self.views.snapshot()
+            specs = await self.blocking(self.views.specs, entries)
+        else:
+            specs = self.views.specs()
+        body = await self._encode(specs, size)
+        self._bodies["specs"] = (version, "", body)
+        return body
+
+    async def _encode(self, value: Any, size: int) -> bytes:
+        return await self.blocking(dumps, value) if size > BIG else dumps(value)
 
     def job(self, job_id: str) -> dict[str, Any] | None:
         return self.views.job(job_id)

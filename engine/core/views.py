@@ -8,7 +8,6 @@ changes, so no read delays a due run and pollers of an unchanged state pay nothi
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any
@@ -138,8 +137,9 @@ class Views:
         info["runs"] = [run.as_dict(tz) for run in history.runs(job_id)]
         return info
 
-    def specs(self) -> dict[str, Any]:
-        """Every job's canonical spec (secrets masked) and fingerprint: for ``schedctl plan``."""
+    def specs(self, entries: list[Entry] | None = None) -> dict[str, Any]:
+        """Every job's canonical spec (secrets masked) and fingerprint: for ``schedctl plan``.
+        From ``entries`` when given (a snapshot taken on the loop: this may run off it)."""
         return {
             "revision": self._revision(),
             "jobs": {
@@ -151,29 +151,10 @@ class Views:
                     "spec": redact(spec) if (spec := _essence(entry)) is not None else None,
                     "secret_digests": spec_secret_digests(spec) if spec is not None else {},
                 }
-                for entry in self.snapshot()
+                for entry in (self.snapshot() if entries is None else entries)
             },
         }
 
 
 def _essence(entry: Entry) -> dict[str, Any] | None:
     return as_dict(entry.essence) if entry.essence is not None else None
-
-
-def dumps(value: Any) -> bytes:
-    """JSON for the API: a value JSON cannot hold is shown as its repr, never a 500."""
-    try:
-        text = json.dumps(value, default=repr, allow_nan=False)
-    except ValueError:  # NaN or infinity somewhere
-        text = json.dumps(_finite(value), default=repr, allow_nan=False)
-    return text.encode("utf-8", "backslashreplace")
-
-
-def _finite(value: Any) -> Any:
-    if (isinstance(value, float) and value != value) or value in (float("inf"), float("-inf")):
-        return repr(value)
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value

@@ -12,17 +12,16 @@ The router does not check the ``Host`` header: ``create_app()`` installs that ch
 
 from __future__ import annotations
 
-import json
-import math
-import reprlib
+import hashlib
 from collections.abc import Callable, Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from engine.core.engine import Engine
+from engine.jsontext import dumps
 from engine.redact import redact_job
 from engine.surfaces.models import (
     RUN_STATUSES,
@@ -109,9 +108,18 @@ async def jobs(
     ] = None,
     file: Annotated[str | None, Query(description="the job's file starts with this")] = None,
 ) -> Response:
+    engine = _engine(request)
     keep = _job_filter(source, label, status, file)
-    found = [job for job in await _engine(request).jobs_async() if keep(job)]
-    return json_response({"count": len(found), "jobs": found})
+    if not (source or label or status or file):  # the whole list: cached, 304 when unchanged
+        tag, body = await engine.jobs_body()
+        if _not_modified(request, tag):
+            return _unchanged(tag)
+        return Response(body, media_type="application/json", headers={"ETag": tag})
+    tag = engine.views.etag("jobs", request.url.query)
+    if _not_modified(request, tag):
+        return _unchanged(tag)
+    found = [job for job in await engine.jobs_async() if keep(job)]
+    return json_response({"count": len(found), "jobs": found}, headers={"ETag": tag})
 
 
 def _job_filter(
@@ -147,10 +155,14 @@ def _job_filter(
 
 @_read("/jobs/{job_id}", response_model=JobDetail, responses=_NOT_FOUND)
 async def job(job_id: str, request: Request) -> Response:
-    found = _engine(request).job(job_id)
+    engine = _engine(request)
+    tag = engine.views.etag("job", job_id)
+    if job_id in engine.facade.catalog and _not_modified(request, tag):
+        return _unchanged(tag)
+    found = engine.job(job_id)
     if found is None:
         raise HTTPException(404, f"no job with id {_short(job_id)}")
-    return json_response(redact_job(found))
+    return json_response(redact_job(found), headers={"ETag": tag})
 
 
 @_read("/jobs/{job_id}/explain", response_model=Explanation, responses=_EXPLAIN)
@@ -172,7 +184,11 @@ async def explain(
 
 @_read("/status", response_model=Status)
 async def status(request: Request) -> Response:
-    return json_response(_engine(request).status())
+    body = dumps(_engine(request).status())
+    tag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+    if _not_modified(request, tag):
+        return _unchanged(tag)
+    return Response(body, media_type="application/json", headers={"ETag": tag})
 
 
 @_read("/events", response_model=Events)
@@ -188,7 +204,7 @@ async def events(
 async def specs(request: Request) -> Response:
     """Canonical specs and fingerprints of every job (secrets masked), and digests of
     their secrets: for ``schedctl plan``."""
-    return json_response(_engine(request).specs())
+    return Response(await _engine(request).specs_body(), media_type="application/json")
 
 
 @_read("/metrics", response_class=Response, responses=_METRICS)
@@ -199,66 +215,25 @@ async def metrics(request: Request) -> Response:
 # -- JSON that never fails ----------------------------------------------------------------
 
 
-def json_response(content: Any, status_code: int = 200) -> Response:
-    return Response(dumps(content), status_code=status_code, media_type="application/json")
+def json_response(
+    content: Any, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        dumps(content), status_code=status_code, media_type="application/json", headers=headers
+    )
 
 
-def dumps(content: Any) -> bytes:
-    """``content`` as compact UTF-8 JSON; a value JSON cannot hold is its ``repr``."""
-    try:
-        text = json.dumps(
-            content, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_shown
-        )
-        return text.encode("utf-8")
-    except (ValueError, TypeError, RecursionError):  # NaN, a bad key, a lone surrogate ...
-        text = json.dumps(
-            _jsonable(content, 0), ensure_ascii=False, allow_nan=False, separators=(",", ":")
-        )
-        return text.encode("utf-8")
-
-
-_REPR = reprlib.Repr()
-_REPR.maxstring = _REPR.maxother = 1000
-_REPR.maxlevel = 8
-_MAX_DEPTH = 64
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    try:
-        return _REPR.repr(value)
-    except Exception:  # a __repr__ that raises, an int too long to print
-        return f"<{type(value).__name__} that cannot be shown>"
-
-
-def _jsonable(value: Any, depth: int) -> Any:
-    if depth > _MAX_DEPTH:
-        return _shown(value)
-    if isinstance(value, str):
-        return value if _encodable(value) else _shown(value)
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return value if value.bit_length() < 4000 else _shown(value)
-    if isinstance(value, float):
-        return value if math.isfinite(value) else _shown(value)
-    if isinstance(value, Mapping):
-        return {
-            (k if isinstance(k, str) and _encodable(k) else _shown(k)): _jsonable(v, depth + 1)
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [_jsonable(v, depth + 1) for v in value]
-    return _shown(value)
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
+def _not_modified(request: Request, tag: str) -> bool:
+    """The request's ``If-None-Match`` names ``tag`` (or is ``*``)."""
+    given = request.headers.get("if-none-match")
+    if not given:
         return False
-    return True
+    wanted = {part.strip().removeprefix("W/") for part in given.split(",")}
+    return "*" in wanted or tag in wanted
+
+
+def _unchanged(tag: str) -> Response:
+    return Response(status_code=304, headers={"ETag": tag})
 
 
 def _short(text: str, limit: int = 200) -> str:
