@@ -370,6 +370,13 @@ class Engine:
         self._bodies["specs"] = (version, "", body)
         return body
 
+    async def metrics_body(self) -> bytes:
+        """``/metrics``: per-job series are read at scrape time, off the loop when many."""
+        self.loop_lag_ms()  # the gauge follows the watch
+        if len(self.facade.catalog) > BIG:
+            return await self.blocking(self.metrics.render)
+        return self.metrics.render()
+
     async def _encode(self, value: Any, size: int) -> bytes:
         return await self.blocking(dumps, value) if size > BIG else dumps(value)
 

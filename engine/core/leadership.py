@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.files.watcher import watch
 from engine.state.db import RunRow
-from engine.state.history import Run
+from engine.state.history import History, Run
 
 if TYPE_CHECKING:
     from engine.core.engine import Engine
@@ -263,14 +263,9 @@ class Leadership:
         engine = self.engine
         since = self._view_since
         started = time.time() - 5.0  # rows written during the read come again next time
-        if since is None:
-            rows = await engine.blocking(engine.db.load_jobs)
-            run_rows = await engine.blocking(engine.db.load_runs, engine.settings.history_limit)
-            facts = await engine.blocking(engine.db.get_facts, _FACTS)
-            facade = engine.new_facade()
-            facade.restore(rows, {}, self._specs)
-            engine.history.reset()
-            engine.history.load(runs_from_rows(run_rows))
+        if since is None:  # the whole view, built off the loop, then swapped in
+            facade, history, facts = await engine.blocking(self._whole_view)
+            engine.history.adopt(history)
             engine.facade = facade
         else:
             rows, ids = await engine.blocking(engine.db.load_jobs_since, since)
@@ -295,6 +290,17 @@ class Leadership:
         self._view_since = started
         if await engine.leasing(engine.lease.leader_alive):
             self._leader_seen = time.monotonic()
+
+    def _whole_view(self) -> tuple[Any, History, dict[str, Any]]:
+        engine = self.engine
+        rows = engine.db.load_jobs()
+        run_rows = engine.db.load_runs(engine.settings.history_limit)
+        facts = engine.db.get_facts(_FACTS)
+        facade = engine.new_facade()
+        facade.restore(rows, {}, self._specs)
+        history = History(engine.settings.history_limit)
+        history.load(runs_from_rows(run_rows))
+        return facade, history, facts
 
 
 _FACTS = ("revision", "last_reconcile", "commit", "errors", "pending_removal")

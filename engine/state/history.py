@@ -204,6 +204,12 @@ class History:
         self._last_success.clear()
         self.changes += 1
 
+    def adopt(self, other: History) -> None:
+        """Take ``other``'s runs as this history's (a view built elsewhere, swapped in)."""
+        self._runs, self._running = other._runs, other._running
+        self._last_success = other._last_success
+        self.changes += 1
+
     def merge(self, runs: Iterable[Run]) -> None:
         """Runs re-read from the database (a standby's refresh): each replaces its twin."""
         touched: set[str] = set()

@@ -209,7 +209,7 @@ async def specs(request: Request) -> Response:
 
 @_read("/metrics", response_class=Response, responses=_METRICS)
 async def metrics(request: Request) -> Response:
-    return Response(_engine(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    return Response(await _engine(request).metrics_body(), media_type=CONTENT_TYPE_LATEST)
 
 
 # -- JSON that never fails ----------------------------------------------------------------
