@@ -21,7 +21,7 @@ from fastapi import FastAPI
 
 from engine.engine import VERSION, Engine
 from engine.settings import Settings
-from engine.surfaces import aps
+from engine.surfaces import aps, page
 from engine.surfaces.http import router
 from engine.surfaces.runtime_api import Scheduler
 
@@ -79,4 +79,5 @@ def create_app(
     """A FastAPI app serving the status API with the engine in its lifespan."""
     app = FastAPI(title="schedctl", version=VERSION, lifespan=lifespan(settings, extensions))
     app.include_router(router)
+    app.include_router(page.router)
     return app

@@ -1,0 +1,141 @@
+"""The status page: ``GET /`` (every job, file errors, engine facts) and ``GET /ui/jobs/{id}``
+(one job's spec, runs and next fire times), as server-rendered HTML.
+
+The first response is the whole page; a little inline script then refreshes it in place
+from the same JSON API everyone reads (``jobs``, ``status``, ``jobs/{id}``), through
+relative links only, so it works behind a proxy, under a path prefix and offline. It is
+read-only: no forms, nothing that changes the engine. Every value is escaped by Jinja2's
+autoescape, and a per-response Content-Security-Policy nonce lets only our own inline
+script and style run, so an id or message that slips through escaping still cannot.
+
+Rendering runs off the event loop: a 10k-job page takes tens of milliseconds to render,
+which would otherwise delay due runs. The engine's read models are read on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from engine.surfaces.pageview import (
+    counts,
+    fire_times,
+    job_row,
+    moment,
+    run_views,
+    spec_items,
+    status_view,
+)
+
+__all__ = ["JOB_PAGE", "render_job", "render_status", "router"]
+
+JOB_PAGE = "/ui/jobs/{job_id:path}"
+"""Where a job's page lives: ``/jobs/{id}`` is the JSON API's."""
+
+router = APIRouter()
+_READ = ["GET", "HEAD"]
+
+templates = Jinja2Templates(
+    env=jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+)
+
+
+def _headers(nonce: str) -> dict[str, str]:
+    policy = (
+        "default-src 'none'; "
+        f"script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+        "connect-src 'self'; img-src 'self' data:; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+    return {
+        "Content-Security-Policy": policy,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-cache",
+    }
+
+
+def render_status(
+    jobs: list[dict[str, Any]], status: dict[str, Any], now: datetime, nonce: str = ""
+) -> str:
+    """The status page's HTML for ``GET /jobs``'s jobs and ``GET /status``."""
+    rows = [job_row(job, now) for job in jobs]
+    return templates.get_template("index.html").render(
+        page="status",
+        home="./",
+        nonce=nonce,
+        rendered=f"rendered {now.astimezone(UTC):%H:%M:%S} UTC",
+        rows=rows,
+        counts=counts(rows),
+        status=status_view(status, now),
+    )
+
+
+def render_job(job: dict[str, Any], now: datetime, nonce: str = "") -> str:
+    """A job's page for ``GET /jobs/{id}``'s answer (the Job plus its runs)."""
+    home = "../../"
+    fires = [moment(t.isoformat(), now) for t in fire_times(job, now)]
+    return templates.get_template("job.html").render(
+        page="job",
+        home=home,
+        nonce=nonce,
+        rendered=f"rendered {now.astimezone(UTC):%H:%M:%S} UTC",
+        api_url=home + "jobs/" + quote(str(job.get("id")), safe=""),
+        job=job,
+        row=job_row(job, now),
+        spec=spec_items(job, now),
+        fires=fires,
+        runs=run_views(job.get("runs") or (), now),
+    )
+
+
+def _engine(request: Request) -> Any:
+    engine = getattr(request.app.state, "engine", None)
+    if engine is None:
+        raise HTTPException(503, "the schedctl engine is not attached to this app")
+    return engine
+
+
+def _page(html: str, nonce: str, status_code: int = 200) -> HTMLResponse:
+    return HTMLResponse(html, status_code=status_code, headers=_headers(nonce))
+
+
+@router.api_route("/", methods=_READ, response_class=HTMLResponse, include_in_schema=False)
+async def status_page(request: Request) -> HTMLResponse:
+    engine = _engine(request)
+    jobs, status = engine.jobs(), engine.status()
+    nonce = secrets.token_urlsafe(16)
+    html = await asyncio.to_thread(render_status, jobs, status, datetime.now(UTC), nonce)
+    return _page(html, nonce)
+
+
+@router.api_route(JOB_PAGE, methods=_READ, response_class=HTMLResponse, include_in_schema=False)
+async def job_page(job_id: str, request: Request) -> HTMLResponse:
+    job = _engine(request).job(job_id)
+    nonce = secrets.token_urlsafe(16)
+    if job is None:
+        html = await asyncio.to_thread(_missing, job_id, nonce)
+        return _page(html, nonce, 404)
+    html = await asyncio.to_thread(render_job, job, datetime.now(UTC), nonce)
+    return _page(html, nonce)
+
+
+def _missing(job_id: str, nonce: str) -> str:
+    return templates.get_template("missing.html").render(
+        page="missing", home="../../", nonce=nonce, rendered="", job_id=job_id
+    )
