@@ -15,6 +15,7 @@ which would otherwise delay due runs. The engine's read models are read on the l
 from __future__ import annotations
 
 import asyncio
+import gzip
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +24,7 @@ from urllib.parse import quote
 
 import jinja2
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from engine.surfaces.pageview import (
@@ -36,10 +37,12 @@ from engine.surfaces.pageview import (
     status_view,
 )
 
-__all__ = ["JOB_PAGE", "render_job", "render_status", "router"]
+__all__ = ["JOB_PAGE", "render_job", "render_missing", "render_status", "router"]
 
 JOB_PAGE = "/ui/jobs/{job_id:path}"
 """Where a job's page lives: ``/jobs/{id}`` is the JSON API's."""
+CHUNK = 100  # rows per table of the status page: the browser skips the chunks out of view
+GZIP_OVER = 16 * 1024  # a 10k-job page is 5 MB of HTML and 0.4 MB gzipped: port-forwards are slow
 
 router = APIRouter()
 _READ = ["GET", "HEAD"]
@@ -81,6 +84,7 @@ def render_status(
         nonce=nonce,
         rendered=f"rendered {now.astimezone(UTC):%H:%M:%S} UTC",
         rows=rows,
+        chunk=CHUNK,
         counts=counts(rows),
         status=status_view(status, now),
     )
@@ -111,31 +115,54 @@ def _engine(request: Request) -> Any:
     return engine
 
 
-def _page(html: str, nonce: str, status_code: int = 200) -> HTMLResponse:
-    return HTMLResponse(html, status_code=status_code, headers=_headers(nonce))
+def _gzip_ok(request: Request) -> bool:
+    for part in request.headers.get("accept-encoding", "").split(","):
+        name, _, params = part.strip().partition(";")
+        if name.strip().lower() == "gzip":
+            return params.replace(" ", "").lower() not in {"q=0", "q=0.0", "q=0.00", "q=0.000"}
+    return False
+
+
+def _encode(html: str, gzip_ok: bool) -> tuple[bytes, dict[str, str]]:
+    body = html.encode()
+    if gzip_ok and len(body) > GZIP_OVER:
+        return gzip.compress(body, 4), {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
+    return body, {"Vary": "Accept-Encoding"}
+
+
+async def _page(request: Request, render: Any, *args: Any, status_code: int = 200) -> Response:
+    """Render (and compress) off the event loop: a big page would delay due runs."""
+    nonce = secrets.token_urlsafe(16)
+    gzip_ok = _gzip_ok(request)
+
+    def build() -> tuple[bytes, dict[str, str]]:
+        return _encode(render(*args, nonce=nonce), gzip_ok)
+
+    body, extra = await asyncio.to_thread(build)
+    return Response(
+        body,
+        status_code=status_code,
+        headers={**_headers(nonce), **extra},
+        media_type="text/html; charset=utf-8",
+    )
 
 
 @router.api_route("/", methods=_READ, response_class=HTMLResponse, include_in_schema=False)
-async def status_page(request: Request) -> HTMLResponse:
+async def status_page(request: Request) -> Response:
     engine = _engine(request)
-    jobs, status = engine.jobs(), engine.status()
-    nonce = secrets.token_urlsafe(16)
-    html = await asyncio.to_thread(render_status, jobs, status, datetime.now(UTC), nonce)
-    return _page(html, nonce)
+    return await _page(request, render_status, engine.jobs(), engine.status(), datetime.now(UTC))
 
 
 @router.api_route(JOB_PAGE, methods=_READ, response_class=HTMLResponse, include_in_schema=False)
-async def job_page(job_id: str, request: Request) -> HTMLResponse:
+async def job_page(job_id: str, request: Request) -> Response:
     job = _engine(request).job(job_id)
-    nonce = secrets.token_urlsafe(16)
     if job is None:
-        html = await asyncio.to_thread(_missing, job_id, nonce)
-        return _page(html, nonce, 404)
-    html = await asyncio.to_thread(render_job, job, datetime.now(UTC), nonce)
-    return _page(html, nonce)
+        return await _page(request, render_missing, job_id, status_code=404)
+    return await _page(request, render_job, job, datetime.now(UTC))
 
 
-def _missing(job_id: str, nonce: str) -> str:
+def render_missing(job_id: str, nonce: str = "") -> str:
+    """The page for a job id the engine does not know."""
     return templates.get_template("missing.html").render(
         page="missing", home="../../", nonce=nonce, rendered="", job_id=job_id
     )
