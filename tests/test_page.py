@@ -636,3 +636,19 @@ def test_a_job_page_for_a_runtime_job_shows_its_next_run_only() -> None:
     page = Page(render_job(job, NOW))
     assert re.findall(r"\d\d:\d\d:\d\d", page.text("fires")) == ["08:05:00"]
     assert "in 5 min" in page.text("fires")
+
+
+def test_the_templates_ship_in_the_wheel() -> None:
+    import fnmatch
+    import tomllib
+
+    import engine.surfaces
+
+    config = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["engine.surfaces"]
+    folder = Path(engine.surfaces.__file__).parent
+    files = [
+        p.relative_to(folder).as_posix() for p in (folder / "templates").rglob("*") if p.is_file()
+    ]
+    assert files
+    assert all(any(fnmatch.fnmatch(f, pattern) for pattern in patterns) for f in files), files

@@ -50,6 +50,10 @@ def report(*args, **kwargs):
     log.info("report written")
 
 
+def evil():
+    raise RuntimeError("<img src=x onerror=alert(1)> <b>bold</b>")
+
+
 def sync_inventory():
     log.warning("inventory API answered 503, giving up")
     raise ConnectionError("inventory API unavailable: 503 Service Unavailable")
@@ -73,7 +77,7 @@ jobs:
     interval: 30s
   inventory-sync:
     task: tasks.page:sync_inventory
-    interval: 1s
+    interval: 3s
     retries: 1
     retry_delay: 1s
   cleanup-tmp:
@@ -175,13 +179,16 @@ def open_tab(browser: Any) -> Iterator[Any]:
         assert not tab.errors, f"the page logged errors: {tab.errors}"
 
 
-def screenshot(tab: Tab, tmp_path: Path, name: str, *, full_page: bool = True) -> Path:
-    """Save what the tab shows as ``name.png`` in the test's folder (and SCHEDCTL_SCREENSHOTS)."""
+def screenshot(tab: Tab, tmp_path: Path, name: str, *, publish: bool = False) -> Path:
+    """Save the whole page as ``name.png`` in the test's folder; with ``publish``, also in
+    ``$SCHEDCTL_SCREENSHOTS`` (``docs`` for the README's pictures), once the page is live."""
+    if publish:
+        tab.page.wait_for_selector("#live:has-text('live')", timeout=UPDATE_TIMEOUT_MS)
     path = tmp_path / f"{name}.png"
-    tab.page.screenshot(path=str(path), full_page=full_page, animations="disabled", caret="initial")
+    tab.page.screenshot(path=str(path), full_page=True, animations="disabled", caret="initial")
     assert path.stat().st_size > 10_000, "the screenshot shows something"
     folder = os.environ.get("SCHEDCTL_SCREENSHOTS")
-    if folder:
+    if folder and publish:
         Path(folder).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, Path(folder) / path.name)
     return path
@@ -243,7 +250,41 @@ def test_the_status_page_lists_jobs_errors_and_failing_jobs(
     )  # ... and colour
     assert "At 02:00" in page.locator('#jobs tr[data-id="nightly-report"] td.c-sched').inner_text()
     assert "paused" in page.locator('#jobs tr[data-id="cleanup-tmp"]').inner_text().lower()
-    screenshot(tab, tmp_path, "status-page")
+    screenshot(tab, tmp_path, "status-page", publish=True)
+
+
+def test_untrusted_text_stays_text_after_the_script_rebuilds_it(
+    serve: ServeFactory, project: Path, open_tab: Any, tmp_path: Path
+) -> None:
+    write(project / "tasks" / "page.py", PAGE_TASKS)
+    schedules = project / "schedules"
+    write(schedules / "jobs.yaml", "jobs:\n  evil:\n    task: tasks.page:evil\n    interval: 1s\n")
+    write(schedules / "<img src=x onerror=alert(2)>.yaml", "jobs:\n  x: [\n")
+    server = serve()
+    wait_failed(server, "evil")
+    tab = open_tab(server)
+    page = tab.open()
+    page.evaluate(
+        "window.__cell = document.querySelector('#jobs tr[data-id=evil] .err');"
+        "window.__alert = document.getElementById('file-errors');"
+    )
+    # Runs keep failing: the script rebuilds the row, and the alerts, from the API's JSON.
+    wait_for(
+        lambda: page.evaluate(
+            "document.querySelector('#jobs tr[data-id=evil] .err') !== window.__cell"
+            " && document.getElementById('file-errors') !== window.__alert"
+        ),
+        timeout=UPDATE_TIMEOUT_MS / 1000,
+        what="the script to rebuild the row and the alerts",
+    )
+    assert page.locator("#jobs img, #jobs b, #alerts img").count() == 0
+    assert "<img src=x onerror=alert(1)> <b>bold</b>" in text(page, '#jobs tr[data-id="evil"]')
+    assert "<img src=x onerror=alert(2)>.yaml:3:1 invalid YAML" in text(page, "#file-errors")
+    page.goto(tab.base + "ui/jobs/evil")
+    page.wait_for_selector("#live:has-text('live')", timeout=UPDATE_TIMEOUT_MS)
+    assert page.locator("#runs img, #runs b").count() == 0
+    assert "<img src=x onerror=alert(1)>" in text(page, "#runs")
+    screenshot(tab, tmp_path, "escaped")
 
 
 def test_a_job_page_shows_its_spec_runs_and_next_fire_times(
@@ -258,12 +299,12 @@ def test_a_job_page_shows_its_spec_runs_and_next_fire_times(
     assert page.url == tab.base + "ui/jobs/inventory-sync"
     assert "inventory-sync" in page.inner_text("h1")
     assert "tasks.page:sync_inventory" in page.inner_text("#spec")
-    assert "Every second" in page.inner_text("#spec")
+    assert "Every 3 seconds" in page.inner_text("#spec")
     runs = page.inner_text("#runs")
     assert "failed" in runs
     assert "inventory API unavailable: 503 Service Unavailable" in runs
     assert len(page.locator("#fires li").all()) >= 1
-    screenshot(tab, tmp_path, "job-page")
+    screenshot(tab, tmp_path, "job-page", publish=True)
 
     page.goto(tab.base + "ui/jobs/nightly-report")
     page.wait_for_selector("html[data-ready]")
@@ -343,7 +384,7 @@ def test_the_page_updates_after_an_edit_without_a_reload(
     )
     assert "job-renamed" in tab.rows() and "zz-once" not in tab.rows()
     assert page.evaluate("window.__sameDocument") is True
-    screenshot(tab, tmp_path, "status-page-updated", full_page=False)
+    screenshot(tab, tmp_path, "status-page-updated")
 
 
 def test_typing_in_the_filter_hides_rows_and_the_filter_survives_updates(
@@ -373,7 +414,7 @@ def test_typing_in_the_filter_hides_rows_and_the_filter_survives_updates(
     )
     assert page.input_value("#filter") == "report"
     assert "other" in tab.rows(visible_only=False)
-    screenshot(tab, tmp_path, "status-page-filtered", full_page=False)
+    screenshot(tab, tmp_path, "status-page-filtered")
     page.fill("#filter", "")
     wait_for(lambda: len(tab.rows()) == len(everything) + 2, what="every row back")
 
@@ -413,4 +454,4 @@ def test_clicking_a_header_sorts_and_the_sort_survives_updates(
     )
     page.wait_for_selector('#jobs tr[data-id="aaa-first"]', timeout=UPDATE_TIMEOUT_MS)
     assert tab.rows() == sorted([*ids, "aaa-first"], reverse=True)
-    screenshot(tab, tmp_path, "status-page-sorted", full_page=False)
+    screenshot(tab, tmp_path, "status-page-sorted")
