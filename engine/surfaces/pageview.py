@@ -24,15 +24,21 @@ from engine.redact import redact
 
 __all__ = [
     "FAILING",
+    "Fact",
     "JobRow",
     "Moment",
+    "counts",
+    "duration",
     "fire_times",
     "job_href",
     "job_row",
     "moment",
     "pretty",
     "relative",
+    "run_views",
     "schedule_words",
+    "spec_items",
+    "status_view",
 ]
 
 FAILING = frozenset({"failed", "timeout"})
