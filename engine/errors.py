@@ -6,8 +6,11 @@ SchedctlError
 │   ├── CronError                  a crontab expression that does not parse
 │   └── FieldError                 a rule across fields, located at one of them
 ├── TaskError(LookupError)         a task path that does not resolve
+├── SettingsError(ValueError)      a setting (ENGINE_*, a flag) is wrong; names it
 ├── Problem                        (not an exception) one located problem of a file
-└── JobRefused(ValueError)         the runtime API refuses a job (not serialisable, ...)
+├── JobRefused(ValueError)         the runtime API refuses a job (not serialisable, ...)
+│   └── NotLeader                  a standby's change that no leader applied in time
+└── StateError                     the state database cannot be used (one line: what, where)
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ __all__ = [
     "DurationError",
     "FieldError",
     "JobRefused",
+    "NotLeader",
     "Problem",
     "SchedctlError",
+    "SettingsError",
     "SpecError",
+    "StateError",
     "TaskError",
 ]
 
@@ -58,8 +64,28 @@ class TaskError(SchedctlError, LookupError):
     """A task path that does not resolve to a callable."""
 
 
+class SettingsError(SchedctlError, ValueError):
+    """A setting is wrong: ``setting`` is its name as the user wrote it (``ENGINE_PORT``,
+    ``--port``, or the ``Settings`` field), and the message says what to write instead."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(f"{setting}: {message}")
+        self.setting = setting
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return (type(self), (self.setting, str(self).removeprefix(f"{self.setting}: ")))
+
+
 class JobRefused(SchedctlError, ValueError):
     """The runtime API refuses to add a job, with the reason."""
+
+
+class NotLeader(JobRefused):
+    """A runtime change made on a standby that no leader applied within the wait."""
+
+
+class StateError(SchedctlError):
+    """The state database cannot be used; the message says what is wrong and where."""
 
 
 @dataclass(frozen=True, order=True)

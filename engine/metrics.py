@@ -1,23 +1,93 @@
-"""Prometheus metrics of one engine, in a registry of its own."""
+"""Prometheus metrics of one engine, in a registry of its own.
+
+Per-job series (label ``job_id``; ``job`` is Prometheus's own label for the scrape
+target) are not kept as client-library children updated on every fire: a collector
+reads them from the engine's state when ``/metrics`` is scraped, so firing pays a dict
+increment and a scrape pays for what it shows.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from engine.state.history import Run
 
-__all__ = ["Metrics"]
+__all__ = ["JobSample", "Metrics"]
+
+
+@dataclass(frozen=True, slots=True)
+class JobSample:
+    """What the per-job series say of one job at scrape time."""
+
+    job_id: str
+    last_success: float | None  # UTC timestamps
+    last_run: float | None
+    last_status: str | None
+    next_run: float | None
+    consecutive_failures: int
+    stale: bool
+
+
+class _JobCollector(Collector):
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        runs = CounterMetricFamily(
+            "schedctl_runs", "Finished runs by job and outcome.", labels=["job_id", "status"]
+        )
+        for (job_id, status), count in sorted(self.metrics.counts.items()):
+            runs.add_metric([job_id, status], count)
+        yield runs
+        success = GaugeMetricFamily(
+            "schedctl_job_last_success_timestamp_seconds",
+            "When the job's last successful run finished.",
+            labels=["job_id"],
+        )
+        last = GaugeMetricFamily(
+            "schedctl_job_last_run_timestamp_seconds",
+            "When the job's last run finished, by its status.",
+            labels=["job_id", "status"],
+        )
+        upcoming = GaugeMetricFamily(
+            "schedctl_job_next_run_timestamp_seconds",
+            "When the job fires next (absent while paused or done).",
+            labels=["job_id"],
+        )
+        failures = GaugeMetricFamily(
+            "schedctl_job_consecutive_failures",
+            "Failed or timed-out runs since the job's last success.",
+            labels=["job_id"],
+        )
+        stale = GaugeMetricFamily(
+            "schedctl_job_stale",
+            "1 while the job's file is invalid and the job runs as last applied.",
+            labels=["job_id"],
+        )
+        for sample in self.metrics.source():
+            labels = [sample.job_id]
+            if sample.last_success is not None:
+                success.add_metric(labels, sample.last_success)
+            if sample.last_run is not None and sample.last_status is not None:
+                last.add_metric([sample.job_id, sample.last_status], sample.last_run)
+            if sample.next_run is not None:
+                upcoming.add_metric(labels, sample.next_run)
+            failures.add_metric(labels, sample.consecutive_failures)
+            stale.add_metric(labels, 1 if sample.stale else 0)
+        yield from (success, last, upcoming, failures, stale)
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.runs = Counter(
-            "schedctl_runs",
-            "Finished runs by job and outcome.",
-            ["job", "status"],
-            registry=self.registry,
-        )
+        self.counts: dict[tuple[str, str], int] = {}
+        self.source: Callable[[], Iterable[JobSample]] = lambda: ()
+        self.registry.register(_JobCollector(self))
         # No job label on histograms: 15 series per job would outweigh the jobs themselves.
         self.duration = Histogram(
             "schedctl_run_duration_seconds",
@@ -47,19 +117,48 @@ class Metrics:
             "Time to scan files and apply a plan.",
             registry=self.registry,
         )
-        self.leader = Gauge(
-            "schedctl_scheduler_running", "1 while this process fires jobs.", registry=self.registry
+        self.reconcile_errors = Gauge(
+            "schedctl_reconcile_errors",
+            "Schedule files that are invalid now (their jobs run as last applied).",
+            registry=self.registry,
         )
+        self.pending_removal = Gauge(
+            "schedctl_pending_removal_jobs",
+            "Jobs whose removal is held by the mass-removal delay.",
+            registry=self.registry,
+        )
+        self.loop_lag = Gauge(
+            "schedctl_loop_lag_seconds",
+            "How late the event loop ran its last heartbeat.",
+            registry=self.registry,
+        )
+        self.leader = Gauge(
+            "schedctl_leader", "1 while this process leads (fires jobs).", registry=self.registry
+        )
+        self.database_up = Gauge(
+            "schedctl_database_up",
+            "1 while the state database answers.",
+            registry=self.registry,
+        )
+        self.database_up.set(1)
 
     def observe(self, run: Run) -> None:
-        if run.status == "running":
+        status = run.status
+        if status == "running":
             if run.attempt == 1 and run.started_at is not None:
                 late = (run.started_at - run.scheduled_at).total_seconds()
                 self.lateness.observe(max(late, 0.0))
             return
-        self.runs.labels(run.job_id, run.status).inc()
-        if run.duration_s is not None:
-            self.duration.observe(run.duration_s)
+        if status == "queued":
+            return
+        key = (run.job_id, status)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        if run.started_at is not None and run.finished_at is not None:
+            self.duration.observe((run.finished_at - run.started_at).total_seconds())
+
+    def forget(self, job_id: str) -> None:
+        for key in [k for k in self.counts if k[0] == job_id]:
+            del self.counts[key]
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

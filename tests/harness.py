@@ -33,6 +33,9 @@ JOB_FIELDS = {
     "labels",
     "running",
     "last_run",
+    "executor",
+    "last_success_at",
+    "stale",
 }
 RUN_FIELDS = {
     "status",
@@ -42,6 +45,9 @@ RUN_FIELDS = {
     "duration_s",
     "attempt",
     "error",
+    "traceback",
+    "logs",
+    "worker",
 }
 
 
@@ -121,7 +127,7 @@ class Running:
 
 def client_for(app: FastAPI) -> httpx.AsyncClient:
     """An HTTP client on ``app``'s routes (its lifespan is not run)."""
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
 
 
 @asynccontextmanager

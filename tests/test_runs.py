@@ -739,14 +739,14 @@ async def test_metrics_count_finished_runs_by_job_and_status(
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/plain")
         samples = {
-            (sample.name, sample.labels.get("job"), sample.labels.get("status")): sample.value
+            (sample.name, sample.labels.get("job_id"), sample.labels.get("status")): sample.value
             for family in text_string_to_metric_families(response.text)
             for sample in family.samples
         }
         assert samples[("schedctl_runs_total", "good", "success")] == 2
         assert samples[("schedctl_runs_total", "bad", "failed")] == 1
         assert ("schedctl_runs_total", "good", "failed") not in samples
-        assert 'schedctl_runs_total{job="good",status="success"} 2.0' in response.text
+        assert 'schedctl_runs_total{job_id="good",status="success"} 2.0' in response.text
 
 
 # -- when interval jobs first run ---------------------------------------------------------

@@ -6,7 +6,6 @@ Every database test runs twice: on embedded SQLite and on the local PostgreSQL s
 from __future__ import annotations
 
 import json
-import pickle
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,14 +16,21 @@ import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError
 
-from engine.state import db as state
+from engine.state import schema
 from engine.state.db import JobRow, RunRow, StateDB
 from engine.state.history import Run
 from engine.state.persist import Persister
 
 T0 = datetime(2030, 1, 1, 2, 0, tzinfo=UTC)
 ESSENCE = {"task": "tasks.reports:nightly", "cron": "0 2 * * *", "args": ["pdf"], "retries": 2}
-RUNTIME_STATE = pickle.dumps({"id": "adhoc", "func": "tasks.health:ping", "args": (1, "x")})
+RUNTIME = {
+    "version": 1,
+    "task": "tasks.health:ping",
+    "trigger": {"type": "interval", "seconds": 60.0, "timezone": "UTC"},
+    "args": [1, "x"],
+    "kwargs": {},
+    "options": {"misfire_grace_time": 60, "coalesce": True, "max_instances": 1},
+}
 
 
 @pytest.fixture
@@ -61,7 +67,7 @@ def runtime_row(job_id: str = "adhoc", **overrides: Any) -> dict[str, Any]:
         "line": None,
         "col": None,
         "essence": None,
-        "state": RUNTIME_STATE,
+        "runtime": json.dumps(RUNTIME),
         "next_run_time": None,
         "runtime_paused": True,
         "done": False,
@@ -108,7 +114,7 @@ def schema_versions(database: StateDB) -> list[int]:
 def test_migrate_creates_the_schema_and_is_idempotent(database_url: str) -> None:
     database = StateDB(database_url)
     try:
-        assert database.migrate() == 1
+        assert database.migrate() == 2
         tables = set(inspect(database.engine).get_table_names())
         assert {
             "schedctl_schema_version",
@@ -116,8 +122,8 @@ def test_migrate_creates_the_schema_and_is_idempotent(database_url: str) -> None
             "schedctl_runs",
             "schedctl_facts",
         } <= tables
-        assert database.migrate() == 1
-        assert schema_versions(database) == [1]
+        assert database.migrate() == 2
+        assert schema_versions(database) == [1, 2]
         assert database.load_jobs() == []
         assert database.load_runs(100) == []
     finally:
@@ -140,9 +146,9 @@ def test_reopening_and_migrating_again_keeps_jobs_runs_and_facts(database_url: s
             jobs_before, key=lambda r: r.id
         )
         assert second.load_runs(100) == runs_before
-        assert jobs_by_id(second)["adhoc"].state == RUNTIME_STATE
+        assert jobs_by_id(second)["adhoc"].runtime == RUNTIME
         assert second.get_fact("revision") == "3f2a9c1e0b7d"
-        assert schema_versions(second) == [1]
+        assert schema_versions(second) == [1, 2]
     finally:
         second.close()
 
@@ -158,16 +164,16 @@ def test_a_new_migration_is_applied_once_in_place_without_losing_data(
 
     # The next release ships migration 2; re-running its statement would fail, so running
     # it twice proves it is applied once.
-    statement = "CREATE INDEX ix_schedctl_runs_status ON schedctl_runs (status)"
-    monkeypatch.setitem(state.MIGRATIONS, 2, (statement,))
+    statement = "CREATE INDEX ix_schedctl_runs_finished ON schedctl_runs (finished_at)"
+    monkeypatch.setitem(schema.MIGRATIONS, 3, (statement,))
     upgraded = StateDB(database_url)
     try:
-        assert upgraded.migrate() == 2
-        assert upgraded.migrate() == 2
-        assert schema_versions(upgraded) == [1, 2]
+        assert upgraded.migrate() == 3
+        assert upgraded.migrate() == 3
+        assert schema_versions(upgraded) == [1, 2, 3]
         index_names = {ix["name"] for ix in inspect(upgraded.engine).get_indexes("schedctl_runs")}
-        assert "ix_schedctl_runs_status" in index_names
-        assert jobs_by_id(upgraded)["adhoc"].state == RUNTIME_STATE
+        assert "ix_schedctl_runs_finished" in index_names
+        assert jobs_by_id(upgraded)["adhoc"].runtime == RUNTIME
         [run] = upgraded.load_runs(100)
         assert (run.job_id, run.status, run.error) == ("adhoc", "failed", "boom")
     finally:
@@ -200,8 +206,8 @@ def test_replicas_starting_together_on_an_empty_database_all_migrate(database_ur
         for _ in range(10):  # a race: try a few times, stop at the first failure
             errors = migrate_together(replicas)
             assert errors == []
-            assert schema_versions(replicas[0]) == [1]
-            state.metadata.drop_all(replicas[0].engine)
+            assert schema_versions(replicas[0]) == [1, 2]
+            schema.metadata.drop_all(replicas[0].engine)
     finally:
         for replica in replicas:
             replica.close()
@@ -234,10 +240,11 @@ def test_jobs_round_trip_declared_runtime_and_done(db: StateDB) -> None:
             line=None,
             column=None,
             essence=None,
-            state=RUNTIME_STATE,
+            state=None,
             next_run_time=None,
             runtime_paused=True,
             done=False,
+            runtime=RUNTIME,
         ),
         "launch": JobRow(
             id="launch",
@@ -355,9 +362,9 @@ def test_a_run_is_claimed_by_one_process_only(db: StateDB, database_url: str) ->
     finally:
         other_replica.close()
     assert [(r.job_id, r.scheduled_at, r.status) for r in db.load_runs(100)] == [
-        ("nightly", 1000.0, "running"),
-        ("nightly", 1060.0, "running"),
-        ("weekly", 1000.0, "running"),
+        ("nightly", 1000.0, "queued"),
+        ("nightly", 1060.0, "queued"),
+        ("weekly", 1000.0, "queued"),
     ]
 
 
@@ -491,7 +498,7 @@ def test_persister_stop_flushes_what_is_left(db: StateDB) -> None:
 
     [run] = db.load_runs(100)
     assert (run.job_id, run.status, run.error) == ("adhoc", "failed", "RuntimeError: down")
-    assert jobs_by_id(db)["adhoc"].state == RUNTIME_STATE
+    assert jobs_by_id(db)["adhoc"].runtime == RUNTIME
     assert db.get_fact("revision") == "cccccccccccc"
 
 

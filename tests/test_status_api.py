@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import json
+import socket
 import textwrap
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
@@ -15,9 +17,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from fastapi import FastAPI
 
+from engine.api import router
 from engine.app import create_app
 from engine.settings import Settings
+from engine.surfaces.http import dumps
 from tests.conftest import MakePackage
 from tests.harness import JOB_FIELDS, client_for, engine_settings, eventually, parse_time, running
 
@@ -35,7 +40,16 @@ async def aping(*args, **kwargs):
     calls.append((args, kwargs))
 """
 
-REPORT_FIELDS = {"at", "duration_ms", "added", "updated", "removed", "unchanged", "errors"}
+REPORT_FIELDS = {
+    "at",
+    "reason",
+    "duration_ms",
+    "added",
+    "updated",
+    "removed",
+    "unchanged",
+    "errors",
+}
 PATHS = ("/healthz", "/readyz", "/jobs", "/jobs/hourly", "/status", "/metrics")
 HOURLY = """
 jobs:
@@ -86,7 +100,9 @@ async def test_healthz_answers_ok(settings: Settings, jobs: ModuleType) -> None:
     async with running(settings) as engine:
         response = await engine.client.get("/healthz")
         assert response.status_code == 200
-        assert response.json() == {"status": "ok"}
+        body = response.json()
+        assert body["status"] == "ok"
+        assert isinstance(body["loop_lag_ms"], int | float) and body["loop_lag_ms"] >= 0
 
 
 async def test_readyz_is_starting_before_the_engine_runs_and_ready_once_it_does(
@@ -98,7 +114,7 @@ async def test_readyz_is_starting_before_the_engine_runs_and_ready_once_it_does(
         response = await client.get("/readyz")
         assert response.status_code == 503
         assert response.json() == {"status": "starting"}
-        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        assert (await client.get("/healthz")).json()["status"] == "ok"
 
         async with app.router.lifespan_context(app):
             response = await client.get("/readyz")
@@ -185,7 +201,7 @@ async def test_a_declared_job_shows_every_field_of_its_declaration(
         assert job["task"] == "st_tasks.jobs:ping"
         assert job["args"] == ["pdf", 2]
         assert job["kwargs"] == {"recipients": ["ops@example.com"]}
-        assert job["trigger"] == {
+        assert {k: v for k, v in job["trigger"].items() if k != "description"} == {
             "type": "cron",
             "expression": "0 2 * * *",
             "timezone": "Europe/Berlin",
@@ -249,9 +265,12 @@ async def test_status_reports_the_engine_and_its_last_reconcile(
         status = await engine.get("/status")
         assert set(status) == {
             "revision",
+            "commit",
             "role",
             "scheduler",
+            "database",
             "jobs",
+            "pending_removal",
             "last_reconcile",
             "version",
         }
@@ -611,3 +630,310 @@ async def test_a_declared_at_job_that_has_run_stays_listed_without_a_next_run_ti
         assert (await engine.get("/jobs"))["count"] == 0
         assert (await engine.client.get("/jobs/launch")).status_code == 404
     assert len(jobs.calls) == 1  # it ran once, not again after the restart
+
+
+# -- filters on /jobs ---------------------------------------------------------------------
+
+FILTERED = """
+jobs:
+  a-nightly:
+    task: st_tasks.jobs:ping
+    cron: "0 2 * * *"
+    labels: {team: data, tier: gold}
+  b-hourly:
+    task: st_tasks.jobs:ping
+    cron: "0 * * * *"
+    labels: {team: data, tier: silver}
+  c-weekly:
+    task: st_tasks.jobs:ping
+    cron: "0 3 * * 1"
+    labels: {team: web, "key=with": "equals=sign"}
+"""
+
+
+async def test_jobs_filters_by_source_label_status_and_file_and_counts_after_filtering(
+    settings: Settings, schedules: Path, jobs: ModuleType
+) -> None:
+    write(schedules / "team" / "data.yaml", FILTERED)
+    write(schedules / "web.yaml", "jobs:\n  d-web: {task: st_tasks.jobs:ping, interval: 1h}\n")
+    async with running(settings) as engine:
+        await engine.scheduler.add_interval_job(jobs.ping, "e-runtime", hours=1)
+        assert await engine.scheduler.run_job("b-hourly") is True
+        await eventually(lambda: _with_last_run(engine.get("/jobs/b-hourly")))
+
+        async def ids(query: str) -> list[str]:
+            body = await engine.get(f"/jobs?{query}")
+            assert body["count"] == len(body["jobs"])
+            return [job["id"] for job in body["jobs"]]
+
+        assert await ids("") == ["a-nightly", "b-hourly", "c-weekly", "d-web", "e-runtime"]
+        assert await ids("source=runtime") == ["e-runtime"]
+        assert await ids("source=declared") == ["a-nightly", "b-hourly", "c-weekly", "d-web"]
+        assert await ids("label=team=data") == ["a-nightly", "b-hourly"]
+        assert await ids("label=team=data&label=tier=gold") == ["a-nightly"]
+        assert await ids("label=team=nobody") == []
+        assert await ids("label=key=with=equals=sign") == []  # KEY is up to the first '='
+        assert await ids("label=team=web") == ["c-weekly"]
+        assert await ids("status=success") == ["b-hourly"]
+        assert await ids("status=failed") == []
+        prefix = str(schedules / "team")
+        assert await ids(f"file={prefix}") == ["a-nightly", "b-hourly", "c-weekly"]
+        assert await ids(f"file={prefix}&label=tier=silver&status=success") == ["b-hourly"]
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ("source=elsewhere", "unknown source 'elsewhere'; use declared or runtime"),
+        ("status=great", "unknown status 'great'; use one of success, failed"),
+        ("label=team", "label filter 'team' is not KEY=VALUE"),
+        ("label==x", "label filter '=x' is not KEY=VALUE"),
+        ("status=" + "x" * 10_000, "unknown status 'xxxx"),
+    ],
+)
+async def test_a_malformed_filter_is_a_400_with_a_clear_detail(
+    settings: Settings, schedules: Path, jobs: ModuleType, query: str, says: str
+) -> None:
+    write(schedules / "hourly.yaml", HOURLY)
+    async with running(settings) as engine:
+        response = await engine.client.get(f"/jobs?{query}")
+        assert response.status_code == 400
+        detail = response.json()["detail"]
+        assert isinstance(detail, str) and says in detail
+        assert len(detail) < 400  # a long value is cut, not echoed
+
+
+# -- the Host header ------------------------------------------------------------------------
+
+ALLOWED_HOSTS = [
+    "localhost",
+    "localhost:8000",
+    "LocalHost:8000",
+    "localhost.",
+    "127.0.0.1",
+    "127.0.0.1:8000",
+    "127.3.4.5:1",
+    "[::1]",
+    "[::1]:8000",
+    "[::ffff:127.0.0.1]:8000",
+]
+REFUSED_HOSTS = [
+    "attacker.example",
+    "attacker.example:8000",
+    "localhost.attacker.example",
+    "127.0.0.1.attacker.example",
+    "10.0.0.1",
+    "[::2]:8000",
+    "[::1",
+    "localhost:80x",
+    "",
+    "é.example",
+]
+
+
+@pytest.mark.parametrize("host", ALLOWED_HOSTS)
+async def test_the_loopback_and_localhost_are_answered(settings: Settings, host: str) -> None:
+    async with client_for(create_app(settings)) as client:
+        response = await client.get("/healthz", headers={"Host": host})
+        assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("host", REFUSED_HOSTS)
+async def test_any_other_host_gets_400_with_a_json_detail(settings: Settings, host: str) -> None:
+    async with client_for(create_app(settings)) as client:
+        for path in ("/healthz", "/jobs", "/nowhere"):
+            response = await client.get(path, headers={"Host": host.encode()})
+            assert response.status_code == 400, (path, response.text)
+            assert (
+                "not allowed" in response.json()["detail"]
+                or "Host header" in (response.json()["detail"])
+            )
+
+
+async def test_allowed_hosts_the_bound_host_and_a_star_extend_the_check(tmp_path: Path) -> None:
+    base = engine_settings(tmp_path, TASKS, shutdown_grace=1)
+    settings = Settings(
+        **{
+            **base.__dict__,
+            "host": "10.1.2.3",
+            "allowed_hosts": ("status.example.com", "*.corp.example", "192.168.0.9", "::5"),
+        }
+    )
+    async with client_for(create_app(settings)) as client:
+        for host in (
+            "10.1.2.3:8000",
+            "status.example.com",
+            "STATUS.example.com:443",
+            "a.corp.example",
+            "b.a.corp.example:1",
+            "192.168.0.9",
+            "[::5]:80",
+            "localhost",
+        ):
+            assert (await client.get("/healthz", headers={"Host": host})).status_code == 200, host
+        for host in ("corp.example", "xcorp.example", "example.com", "10.1.2.4"):
+            assert (await client.get("/healthz", headers={"Host": host})).status_code == 400, host
+
+    anything = Settings(**{**base.__dict__, "allowed_hosts": ("*",)})
+    async with client_for(create_app(anything)) as client:
+        response = await client.get("/healthz", headers={"Host": "whatever.example"})
+        assert response.status_code == 200
+
+
+async def test_the_router_mounted_in_a_users_app_leaves_hosts_to_that_app() -> None:
+    app = FastAPI()
+    app.include_router(router)
+    async with client_for(app) as client:
+        response = await client.get("/healthz", headers={"Host": "users-own-name.example"})
+        assert response.status_code == 200
+
+
+# -- API docs -------------------------------------------------------------------------------
+
+
+async def test_docs_are_not_served_unless_asked_but_the_description_exists(
+    settings: Settings,
+) -> None:
+    app = create_app(settings)
+    async with client_for(app) as client:
+        for path in ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"):
+            assert (await client.get(path)).status_code == 404, path
+    assert "/jobs" in app.openapi()["paths"]
+
+    shown = create_app(Settings(**{**settings.__dict__, "api_docs": True}))
+    async with client_for(shown) as client:
+        assert (await client.get("/openapi.json")).json()["info"]["title"] == "schedctl"
+        assert (await client.get("/docs")).status_code == 200
+        assert (await client.get("/redoc")).status_code == 200
+
+
+# -- secrets beyond kwargs ------------------------------------------------------------------
+
+LEAKY = """
+jobs:
+  copy-db:
+    task: st_tasks.jobs:ping
+    cron: "0 0 1 1 *"
+    args: ["postgresql://app:hunter2@db/prod", 3]
+    kwargs:
+      target: "redis://:cache-pass@cache:6379/0"
+      options: {dsn: "amqp://bot:rabbit-pass@mq//"}
+    description: "copies postgresql://app:hunter2@db/prod nightly"
+    labels: {team: data, auth_token: label-secret, link: "https://u:label-pass@x.example/"}
+"""
+
+
+async def test_url_passwords_and_secret_labels_are_masked_alike_in_jobs_and_specs(
+    settings: Settings, schedules: Path, jobs: ModuleType
+) -> None:
+    write(schedules / "leaky.yaml", LEAKY)
+    async with running(settings) as engine:
+        texts = [(await engine.client.get(p)).text for p in ("/jobs", "/jobs/copy-db", "/specs")]
+        for text in texts:
+            for secret in ("hunter2", "cache-pass", "rabbit-pass", "label-secret", "label-pass"):
+                assert secret not in text
+        job = await engine.get("/jobs/copy-db")
+        assert job["args"] == ["postgresql://app:***@db/prod", 3]
+        assert job["kwargs"] == {
+            "target": "redis://:***@cache:6379/0",
+            "options": {"dsn": "amqp://bot:***@mq//"},
+        }
+        assert job["description"] == "copies postgresql://app:***@db/prod nightly"
+        labels = {"team": "data", "auth_token": "***", "link": "https://u:***@x.example/"}
+        assert job["labels"] == labels
+        listed = (await engine.get("/jobs"))["jobs"][0]
+        spec = (await engine.get("/specs"))["jobs"]["copy-db"]["spec"]
+        for field in ("args", "kwargs", "description", "labels"):
+            assert listed[field] == job[field] == spec[field], field
+        # A masked label is not probed by its real value through the filter.
+        assert (await engine.get("/jobs?label=auth_token=label-secret"))["count"] == 0
+
+        # The task gets the real values.
+        assert await engine.scheduler.run_job("copy-db") is True
+        await eventually(lambda: jobs.calls, what="the task ran")
+        assert jobs.calls[0][0] == ("postgresql://app:hunter2@db/prod", 3)
+
+
+async def test_specs_send_a_digest_of_each_field_holding_secrets(
+    settings: Settings, schedules: Path, jobs: ModuleType
+) -> None:
+    write(schedules / "leaky.yaml", LEAKY)
+    write(schedules / "plain.yaml", HOURLY)
+    async with running(settings) as engine:
+        specs = (await engine.get("/specs"))["jobs"]
+        digests = specs["copy-db"]["secret_digests"]
+        assert set(digests) == {"args", "kwargs", "labels", "description"}
+        assert all(len(d) == 16 for d in digests.values())
+        assert specs["hourly"]["secret_digests"] == {}
+
+
+# -- JSON that never fails ------------------------------------------------------------------
+
+
+class _Unprintable:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (float("nan"), "nan"),
+        (float("inf"), "inf"),
+        ({1, 2}, "{1, 2}"),
+        (b"\x00bytes", "b'\\x00bytes'"),
+        (object, "<class 'object'>"),
+        ("lone \ud800 surrogate", "'lone \\ud800 surrogate'"),
+        (_Unprintable(), "<_Unprintable instance at 0x"),
+        (10**5000, "<int that cannot be shown>"),
+        (datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC), "2030-01-02T03:04:05+00:00"),
+    ],
+    ids=["nan", "inf", "set", "bytes", "class", "surrogate", "bad-repr", "huge-int", "datetime"],
+)
+def test_a_value_json_cannot_hold_is_shown_as_its_repr(value: object, shown: str) -> None:
+    body = json.loads(dumps({"kwargs": {"x": value, "ok": [1, "é"]}}))
+    assert body["kwargs"]["ok"] == [1, "é"]
+    assert body["kwargs"]["x"].startswith(shown)
+
+
+def test_odd_keys_and_deep_nesting_still_render() -> None:
+    deep: list[object] = []
+    inner = deep
+    for _ in range(5000):
+        inner.append([])
+        inner = inner[0]  # type: ignore[assignment]
+    body = json.loads(dumps({(1, 2): "tuple key", "deep": deep, 3: "int key"}))
+    assert body["(1, 2)"] == "tuple key" and body["3"] == "int key"
+    assert isinstance(body["deep"], list)
+
+
+async def test_a_read_model_with_values_json_cannot_hold_is_served_not_a_500(
+    settings: Settings, schedules: Path, jobs: ModuleType
+) -> None:
+    write(schedules / "hourly.yaml", HOURLY)
+    async with running(settings) as engine:
+        real = engine.app.state.engine.jobs
+
+        async def odd_jobs() -> list[dict[str, Any]]:
+            listed = [dict(job) for job in real()]
+            listed[0]["kwargs"] = {"when": float("nan"), "what": {1, 2}, "raw": object()}
+            return listed
+
+        engine.app.state.engine.jobs_async = odd_jobs
+        response = await engine.client.get("/jobs")
+        assert response.status_code == 200
+        kwargs = response.json()["jobs"][0]["kwargs"]
+        assert kwargs["when"] == "nan" and kwargs["what"] == "{1, 2}"
+        assert kwargs["raw"].startswith("<object object at")
+
+
+async def test_bound_to_every_interface_the_machines_own_name_is_answered(
+    settings: Settings,
+) -> None:
+    everywhere = Settings(**{**settings.__dict__, "host": "0.0.0.0"})
+    name = socket.gethostname()
+    async with client_for(create_app(everywhere)) as client:
+        response = await client.get("/healthz", headers={"Host": f"{name}:8000"})
+        assert response.status_code == 200
+        response = await client.get("/healthz", headers={"Host": "elsewhere.example"})
+        assert response.status_code == 400

@@ -1,13 +1,15 @@
-"""The runner: what every job calls, referenced textually as ``engine.execution.runner:run``.
+"""The local runner: every attempt of one scheduled run, recorded truthfully.
 
-Each APScheduler job's callable is ``run`` with plain data (the task path and its
-arguments), so every job serialises and every run is instrumented the same way. The
-engine's executor intercepts the call and awaits ``execute()``: resolve the task, apply
-the timeout, retry with a doubling delay, and record every attempt in the history.
+For each attempt: resolve the task (refusing anything a file or a database row should
+not be able to reach), set ``current_run()``, capture what the task logs, apply the
+timeout, and record the outcome with the failing attempt's traceback. Secret values of
+the job's kwargs are masked wherever they reappear (error, traceback, logs).
 
-Timeouts: an ``async def`` task is cancelled at its deadline. A ``def`` task runs in a
-thread, which Python cannot stop: at the deadline the attempt is recorded ``timeout``
-and stops counting as running, while the thread is left to finish on its own.
+``async def`` tasks run on the loop and are cancelled at their deadline. ``def`` tasks
+run in ``TaskThreads``: the run is ``queued`` until its thread starts the code, and a
+thread past its deadline is abandoned (counted as stuck, replaced), as Python cannot
+stop it. A task's own ``TimeoutError`` is a failure like any other exception; only the
+engine's deadline makes a ``timeout``.
 """
 
 from __future__ import annotations
@@ -15,63 +17,31 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import importlib
 import inspect
 import logging
-import sys
+import traceback as tb
 from collections.abc import Callable
-from concurrent.futures import Executor
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from engine.execution import context
-from engine.state.history import History
+from engine.execution import capture, context
+from engine.execution.task import Task
+from engine.execution.threads import JobThreadsExhausted, TaskThreads
+from engine.redact import mask_text
+from engine.state.history import History, Run
 
-__all__ = ["RunOptions", "execute", "resolve", "run"]
+__all__ = ["Runner", "run"]
 
 log = logging.getLogger("schedctl.run")
+TRACEBACK_CHARS = 16_000
+
+Resolver = Callable[[Task], Callable[..., Any]]
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    timeout: float | None = None
-    retries: int = 0
-    retry_delay: float = 10.0
-
-
-def resolve(task: str) -> Callable[..., Any]:
-    """``module:qualname`` -> the callable (no prefix rule: declared tasks were checked)."""
-    module_name, _, qualname = task.partition(":")
-    if not qualname:
-        module_name, _, qualname = task.rpartition(".")
-    target: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        target = getattr(target, part)
-    return target
-
-
-def run(
-    task: str,
-    args: list[Any] | None = None,
-    kwargs: dict[str, Any] | None = None,
-    concurrency: str = "forbid",
-    max_instances: int = 1,
-    options: dict[str, Any] | None = None,
-) -> Any:
-    """Call ``task`` once, synchronously: the textual target of every job.
-
-    The engine's executor never calls this: it reads the same payload and runs it with
-    the policy (``concurrency``, ``max_instances``, ``options``) applied.
-    """
-    result = resolve(task)(*(args or ()), **(kwargs or {}))
-    if inspect.isawaitable(result):
-        return asyncio.run(_await(result))
-    return result
-
-
-async def _await(awaitable: Any) -> Any:
-    return await awaitable
+def run(task: str, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - never called
+    """The textual target every APScheduler job names (``engine.execution.runner:run``);
+    the engine's executor intercepts every job, so this is never called."""
+    raise RuntimeError("engine.execution.runner:run is only a placeholder for APScheduler")
 
 
 def _is_async(func: Callable[..., Any]) -> bool:
@@ -82,73 +52,157 @@ def _is_async(func: Callable[..., Any]) -> bool:
     )
 
 
-_resolved: dict[str, tuple[Any, Callable[..., Any], bool]] = {}
+class Runner:
+    def __init__(
+        self,
+        history: History,
+        threads: TaskThreads,
+        resolve: Resolver,
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.history = history
+        self.threads = threads
+        self.resolve = resolve
+        self.stopping = stopping
+        self._resolved: dict[tuple[str, bool], tuple[Callable[..., Any], bool]] = {}
 
+    def forget_resolved(self) -> None:
+        """Resolve task paths afresh (after a reconcile: a module may have appeared)."""
+        self._resolved.clear()
 
-def _callable(task: str) -> tuple[Callable[..., Any], bool]:
-    """The task's callable and whether it is ``async``, looked up once per task path
-    (again if its module was replaced in ``sys.modules``)."""
-    found = _resolved.get(task)
-    if found is None or sys.modules.get(found[0].__name__) is not found[0]:
-        func = resolve(task)
-        module = sys.modules[task.partition(":")[0] if ":" in task else task.rpartition(".")[0]]
-        found = _resolved[task] = (module, func, _is_async(func))
-    return found[1], found[2]
+    def _callable(self, task: Task) -> tuple[Callable[..., Any], bool]:
+        key = (task.ref, task.declared)
+        found = self._resolved.get(key)
+        if found is None:
+            func = self.resolve(task)
+            found = self._resolved[key] = (func, _is_async(func))
+        return found
 
+    async def execute(
+        self, job_id: str, scheduled_at: datetime, task: Task, epoch: int | None = None
+    ) -> str:
+        """Run all attempts of one scheduled run; return the final status."""
+        status = "failed"
+        for attempt in range(1, task.retries + 2):
+            status = await self._attempt(job_id, scheduled_at, attempt, task, epoch)
+            if status == "success" or attempt > task.retries:
+                break
+            if self.stopping():
+                log.info("↻ %s: no retry, the engine is stopping", job_id)
+                break
+            delay = task.retry_delay * 2 ** (attempt - 1)
+            log.info("↻ %s %s; retry %d in %gs", job_id, status, attempt, delay)
+            await asyncio.sleep(delay)
+            if self.stopping():
+                break
+        return status
 
-async def execute(
-    job_id: str,
-    scheduled_at: datetime,
-    task: str,
-    args: list[Any],
-    kwargs: dict[str, Any],
-    options: RunOptions,
-    history: History,
-    threads: Executor,
-) -> str:
-    """Run all attempts of one scheduled run; return the final status."""
-    status = "failed"
-    for attempt in range(1, options.retries + 2):
-        record = history.start(job_id, scheduled_at, attempt)
-        log.debug("→ %s attempt %d (scheduled %s)", job_id, attempt, scheduled_at.isoformat())
-        token = context.enter(
-            context.RunContext(
-                job_id, scheduled_at, attempt, f"{job_id}@{scheduled_at.timestamp():.6f}#{attempt}"
-            )
-        )
+    async def _attempt(
+        self, job_id: str, scheduled_at: datetime, attempt: int, task: Task, epoch: int | None
+    ) -> str:
         try:
-            func, is_async = _callable(task)
-            if is_async:
-                call: Any = func(*args, **kwargs)
-            else:
-                loop = asyncio.get_running_loop()
-                call = loop.run_in_executor(
-                    threads,
-                    functools.partial(contextvars.copy_context().run, func, *args, **kwargs),
+            func, is_async = self._callable(task)
+        except Exception as exc:
+            record = self.history.start(job_id, scheduled_at, attempt, epoch=epoch)
+            error = self._mask(task, f"{type(exc).__name__}: {exc}")
+            self.history.finish(record, "failed", error)
+            log.warning("← %s failed: %s", job_id, error)
+            return "failed"
+        record = self.history.start(job_id, scheduled_at, attempt, started=is_async, epoch=epoch)
+        run_ctx = context.RunContext(
+            job_id, scheduled_at.astimezone(task.tz), attempt, record.run_id
+        )
+        capture.open_run(record.run_id, (lambda text: self._mask(task, text)))
+        token = context.enter(run_ctx)
+        log.debug("→ %s attempt %d (scheduled %s)", job_id, attempt, scheduled_at.isoformat())
+        future: Any = None
+        try:
+            async with asyncio.timeout(task.timeout) as deadline:
+                if is_async:
+                    await func(*task.args, **task.kwargs)
+                else:
+                    future = self.threads.submit(
+                        job_id,
+                        contextvars.copy_context().run,
+                        func,
+                        *task.args,
+                        on_start=functools.partial(self.history.begin, record),
+                        **task.kwargs,
+                    )
+                    await asyncio.wrap_future(future)
+        except TimeoutError as exc:
+            if deadline.expired():
+                if future is not None:
+                    self.threads.abandon(future)
+                return self._end(
+                    record, task, "timeout", f"still running after {task.timeout:g}s; cancelled"
                 )
-            if options.timeout is None:
-                await call
-            else:
-                await asyncio.wait_for(call, options.timeout)
-        except TimeoutError:
-            status, error = "timeout", f"still running after {options.timeout:g}s; cancelled"
+            return self._end(record, task, "failed", _error(exc), _traceback(exc))
         except asyncio.CancelledError:
-            history.finish(record, "cancelled", "cancelled")
-            log.info("← %s cancelled", job_id)
+            if future is not None and not future.done():
+                self.threads.abandon(future)
+                self._end(
+                    record,
+                    task,
+                    "cancelled",
+                    "cancelled; its thread could not be stopped and was left to finish",
+                )
+                future.add_done_callback(functools.partial(self._late, record, task))
+            else:
+                self._end(record, task, "cancelled", "cancelled")
             raise
+        except JobThreadsExhausted as exc:
+            return self._end(record, task, "failed", str(exc))
         except (Exception, SystemExit) as exc:  # a task's sys.exit() ends the run, not us
-            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            return self._end(record, task, "failed", _error(exc), _traceback(exc))
         else:
-            history.finish(record, "success")
-            log.debug("← %s success", job_id)
-            return "success"
+            return self._end(record, task, "success")
         finally:
             context.leave(token)
-        history.finish(record, status, error)
-        if attempt <= options.retries:
-            delay = options.retry_delay * 2 ** (attempt - 1)
-            log.info("↻ %s %s (%s); retry in %gs", job_id, status, error, delay)
-            await asyncio.sleep(delay)
+
+    def _end(
+        self,
+        record: Run,
+        task: Task,
+        status: str,
+        error: str | None = None,
+        trace: str | None = None,
+    ) -> str:
+        logs = capture.close(record.run_id)
+        self.history.finish(
+            record,
+            status,
+            self._mask(task, error) if error else None,
+            traceback=self._mask(task, trace) if trace else None,
+            logs=logs,
+        )
+        if status == "success":
+            log.debug("← %s success", record.job_id)
         else:
-            log.warning("← %s %s: %s", job_id, status, error)
-    return status
+            log.warning(
+                "← %s attempt %d %s: %s", record.job_id, record.attempt, status, record.error
+            )
+        return status
+
+    def _late(self, record: Run, task: Task, future: Any) -> None:
+        """A cancelled ``def`` task's thread ended after all: say how, on its record."""
+        if future.cancelled():
+            return
+        exc = future.exception()
+        outcome = "returned" if exc is None else f"raised {_error(exc)}"
+        record.error = self._mask(task, f"{record.error}; its thread then {outcome}")
+        self.history.amend(record)
+
+    def _mask(self, task: Task, text: str) -> str:
+        return mask_text(text, task.secrets)
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _traceback(exc: BaseException) -> str:
+    text = "".join(tb.format_exception(exc))
+    if len(text) > TRACEBACK_CHARS:
+        text = text[: TRACEBACK_CHARS // 4] + "\n...\n" + text[-3 * TRACEBACK_CHARS // 4 :]
+    return text

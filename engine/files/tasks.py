@@ -74,3 +74,30 @@ def resolve_task(path: str, prefixes: Sequence[str]) -> Callable[..., Any]:
     if not callable(target):
         raise TaskError(f"{module_name}:{attr} is a {type(target).__name__}, not a callable")
     return target
+
+
+def resolve_runtime(reference: str) -> Callable[..., Any]:
+    """The function a saved runtime job names (``module:qualname``), refusing anything a
+    crafted database row could use to run code: private or dunder names, builtins,
+    classes, the standard library."""
+    import inspect
+
+    module_name, _, qualname = reference.partition(":")
+    parts = [*module_name.split("."), *qualname.split(".")]
+    if not module_name or not qualname or any(not p or p.startswith("_") for p in parts):
+        raise TaskError(f"task {reference!r} is not a public 'module:function' reference")
+    if module_name.split(".")[0] in sys.stdlib_module_names or module_name == "builtins":
+        raise TaskError(f"task {reference!r} is in the standard library; refusing to run it")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except (Exception, SystemExit) as exc:
+        raise TaskError(
+            f"task module {module_name!r} failed to import: {type(exc).__name__}: {exc}"
+        ) from None
+    for part in qualname.split("."):
+        target = getattr(target, part, None)
+        if target is None or inspect.ismodule(target):
+            raise TaskError(f"{reference!r} does not name a function")
+    if not (inspect.isfunction(target) or inspect.ismethod(target)):
+        raise TaskError(f"{reference!r} is a {type(target).__name__}, not a function")
+    return target

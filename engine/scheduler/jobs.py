@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -11,13 +11,15 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from engine.execution.task import Task
 from engine.files.durations import format_duration
 from engine.files.preview import aware
 from engine.files.spec import JobSpec
 from engine.files.tasks import split_task
+from engine.redact import secret_values
 from engine.scheduler.triggers import CrontabTrigger
 
-__all__ = ["describe_trigger", "payload", "trigger_for"]
+__all__ = ["describe_trigger", "runtime_task", "task_of", "trigger_for", "trigger_zone"]
 
 
 def trigger_for(spec: JobSpec, now: datetime) -> BaseTrigger:
@@ -40,21 +42,47 @@ def trigger_for(spec: JobSpec, now: datetime) -> BaseTrigger:
     return DateTrigger(run_date=aware(spec.at, zone), timezone=zone)
 
 
-def payload(spec: JobSpec) -> dict[str, Any]:
-    """What the runner needs for every run, as plain data."""
+def task_of(spec: JobSpec) -> Task:
+    """What every run of a declared job executes, built once per declaration."""
     module, attr = split_task(spec.task)
-    return {
-        "task": f"{module}:{attr}",
-        "args": list(spec.args),
-        "kwargs": dict(spec.kwargs),
-        "concurrency": spec.concurrency.value,
-        "max_instances": spec.max_instances,
-        "options": {
-            "timeout": spec.timeout.total_seconds() if spec.timeout else None,
-            "retries": spec.retries,
-            "retry_delay": spec.retry_delay.total_seconds(),
-        },
-    }
+    return Task(
+        ref=f"{module}:{attr}",
+        args=tuple(spec.args),
+        kwargs=dict(spec.kwargs),
+        timeout=spec.timeout.total_seconds() if spec.timeout else None,
+        retries=spec.retries,
+        retry_delay=spec.retry_delay.total_seconds(),
+        concurrency=spec.concurrency.value,
+        max_instances=spec.max_instances,
+        executor=getattr(spec, "executor", "local") or "local",
+        queue=getattr(spec, "queue", None),
+        declared=True,
+        tz=ZoneInfo(spec.timezone),
+        secrets=secret_values(spec.args, spec.kwargs),
+    )
+
+
+def runtime_task(
+    ref: str, args: list[Any], kwargs: dict[str, Any], max_instances: int, tz: tzinfo
+) -> Task:
+    """What every run of a runtime job executes."""
+    return Task(
+        ref=ref,
+        args=tuple(args),
+        kwargs=dict(kwargs),
+        concurrency="allow" if max_instances > 1 else "forbid",
+        max_instances=max_instances,
+        declared=False,
+        tz=tz,
+        secrets=secret_values(args, kwargs),
+    )
+
+
+def trigger_zone(trigger: BaseTrigger) -> tzinfo:
+    """The zone a job's instants are shown in."""
+    if isinstance(trigger, DateTrigger):
+        return trigger.run_date.tzinfo or UTC
+    return getattr(trigger, "timezone", None) or UTC
 
 
 def describe_trigger(trigger: BaseTrigger) -> dict[str, Any]:

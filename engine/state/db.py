@@ -1,88 +1,55 @@
-"""The engine's state in SQL: job catalog, run history, engine facts. SQLAlchemy 2 Core.
+"""The engine's state in SQL: jobs, runs, facts, events, commands. SQLAlchemy 2 Core.
 
-SQLite (embedded default, WAL) or PostgreSQL. The schema is versioned from the first
-release: ``schema_version`` holds the applied migration steps, and ``migrate()`` applies
-the missing ones in place, never dropping runtime jobs or history.
+SQLite (embedded default, WAL) or PostgreSQL. Opening checks that the database is one
+(a 0-byte or corrupt SQLite file is refused with one line, unless told to start afresh),
+``migrate()`` brings its schema to the newest version in place.
+
+Everything read back is untrusted: a row that does not decode is reported and skipped,
+never a reason not to start. Writes that only the leader may make carry its lease
+(``Fence``): they happen in a transaction that first checks the lease row, so a leader
+that was replaced writes nothing (PostgreSQL holds the row ``FOR SHARE`` until commit;
+SQLite's WAL refuses a write whose snapshot another writer has moved on).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    Boolean,
-    Column,
-    Float,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
-    Text,
-    UniqueConstraint,
-    bindparam,
-    create_engine,
-    delete,
-    event,
-    select,
-    text,
-    update,
-)
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import bindparam, create_engine, delete, event, func, select, text, update
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
-__all__ = ["JobRow", "RunRow", "StateDB"]
+from engine.errors import StateError
+from engine.state import schema
+from engine.state.schema import MIGRATIONS, commands, events, facts, jobs, lease, runs
 
-metadata = MetaData()
+__all__ = ["Fence", "Fenced", "JobRow", "RunRow", "StateDB"]
 
-schema_version = Table(
-    "schedctl_schema_version", metadata, Column("version", Integer, primary_key=True)
-)
-jobs = Table(
-    "schedctl_jobs",
-    metadata,
-    Column("id", String(128), primary_key=True),
-    Column("source", String(16), nullable=False),
-    Column("file", Text),
-    Column("line", Integer),
-    Column("col", Integer),
-    Column("essence", Text),  # declared: the canonical spec as JSON
-    Column("state", LargeBinary),  # runtime: the pickled APScheduler job state
-    Column("next_run_time", Float),  # UTC timestamp; NULL when paused or done
-    Column("runtime_paused", Boolean, nullable=False, default=False),
-    Column("done", Boolean, nullable=False, default=False),
-)
-runs = Table(
-    "schedctl_runs",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("job_id", String(128), nullable=False, index=True),
-    Column("scheduled_at", Float, nullable=False),
-    Column("attempt", Integer, nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("started_at", Float),
-    Column("finished_at", Float),
-    Column("duration_s", Float),
-    Column("error", Text),
-    UniqueConstraint("job_id", "scheduled_at", "attempt", name="uq_schedctl_runs_claim"),
-)
-facts = Table(
-    "schedctl_facts",
-    metadata,
-    Column("key", String(64), primary_key=True),
-    Column("value", Text, nullable=False),
-)
-
-# Each migration is a list of statements run once, in order, by version number.
-# Version 1 is the tables above, created by metadata.create_all.
-MIGRATIONS: dict[int, Sequence[str]] = {1: ()}
+log = logging.getLogger("schedctl.state")
 MIGRATION_LOCK = 0x5C4ED_C72
+EVENTS_KEPT = 1000
+RUN_FINAL = ("success", "failed", "timeout", "skipped", "missed", "cancelled")
+
+
+@dataclass(frozen=True)
+class Fence:
+    """A leader's lease: its writes count only while the lease row still says so."""
+
+    epoch: int
+    holder: str
+
+
+class Fenced(StateError):
+    """A write refused because the lease it was made under is no longer current."""
 
 
 @dataclass(frozen=True)
@@ -93,12 +60,13 @@ class JobRow:
     line: int | None
     column: int | None
     essence: dict[str, Any] | None
-    state: bytes | None
+    state: bytes | None  # a v1 pickled runtime job, converted once by the scheduler
     next_run_time: float | None
     runtime_paused: bool
     done: bool
     # The text as stored (its hash is the fingerprint); ``essence`` is the same, parsed.
     essence_json: str | None = field(default=None, compare=False, repr=False)
+    runtime: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -111,42 +79,78 @@ class RunRow:
     finished_at: float | None
     duration_s: float | None
     error: str | None
+    traceback: str | None = None
+    logs: list[dict[str, Any]] | None = None
+    worker: str | None = None
+    epoch: int | None = None
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # in WAL: durable across a process crash
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
 
 
-class StateDB:
-    """One database: schema, migrations, bulk reads and writes. Thread-safe writes."""
-
-    def __init__(self, url: str) -> None:
+def parse_url(url: str) -> Any:
+    """The SQLAlchemy URL of a ``database_url`` setting, or StateError saying what is wrong."""
+    try:
         parsed = make_url(url)
-        if parsed.drivername == "postgresql":
-            parsed = parsed.set(drivername="postgresql+psycopg")
-        self.url = parsed
-        self.dialect = parsed.get_backend_name()
-        if self.dialect == "sqlite" and parsed.database not in (None, "", ":memory:"):
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: Engine = create_engine(parsed, future=True)
+    except ArgumentError:
+        raise StateError(
+            f"database URL {url!r} is not a URL; write e.g. sqlite:///.engine/state.db "
+            "or postgresql://user@host/db"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise StateError(
+            f"database URL {url!r}: {backend!r} is not supported; use sqlite:/// or postgresql://"
+        )
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+class StateDB:
+    """One database: checks, schema, reads and writes. Writes are thread-safe."""
+
+    def __init__(self, url: str, *, reset: bool = False) -> None:
+        self.url = parse_url(url)
+        self.dialect = self.url.get_backend_name()
+        self.path: Path | None = None
+        if self.dialect == "sqlite" and self.url.database not in (None, "", ":memory:"):
+            self.path = Path(self.url.database)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _check_sqlite_file(self.path, reset)
+        try:
+            self.engine: Engine = create_engine(
+                self.url,
+                future=True,
+                pool_pre_ping=self.dialect == "postgresql",
+                **_connect_args(self.dialect),
+            )
+        except (NoSuchModuleError, ModuleNotFoundError) as exc:
+            raise StateError(
+                f"cannot open {self.url.render_as_string(hide_password=True)}: {exc}; "
+                "install the driver (pip install 'schedctl[postgres]')"
+            ) from None
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._lock = threading.Lock()
         self._unpruned: dict[str, int] = {}  # runs written per job since its last trim
-        upsert = _upsert_insert(self.dialect)(runs)
-        self._upsert_run = upsert.on_conflict_do_update(
-            index_elements=["job_id", "scheduled_at", "attempt"],
-            set_={name: upsert.excluded[name] for name in _RUN_UPDATES},
-        )
+        self._upsert_run = self._run_upsert()
         self._update_next_run = (
             update(jobs)
             .where(jobs.c.id == bindparam("b_id"))
-            .values(next_run_time=bindparam("b_t"))
+            .values(next_run_time=bindparam("b_t"), changed_at=bindparam("b_c"))
         )
+
+    @property
+    def display(self) -> str:
+        return str(self.path) if self.path else self.url.render_as_string(hide_password=True)
+
+    # -- schema ------------------------------------------------------------------------
 
     def migrate(self, attempts: int = 20) -> int:
         """Create or upgrade the schema in place; return the version now applied.
@@ -158,8 +162,16 @@ class StateDB:
             try:
                 self._migrate_once()
                 return max(MIGRATIONS)
-            except DBAPIError:
-                if attempt == attempts - 1:
+            except StateError:
+                raise
+            except DBAPIError as exc:
+                if self.dialect == "sqlite" and _not_a_database(exc):
+                    raise StateError(
+                        f"state database {self.display} is not a SQLite database or is "
+                        f"corrupt ({exc.orig}); refusing to start over it: move it aside, or "
+                        "start with --reset-state (ENGINE_RESET_STATE=true) to start afresh"
+                    ) from None
+                if attempt == attempts - 1 or exc.connection_invalidated:
                     raise
                 time.sleep(0.05 * (attempt + 1))
         raise AssertionError("unreachable")
@@ -168,64 +180,164 @@ class StateDB:
         with self.engine.begin() as conn:
             if self.dialect == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
-            metadata.create_all(conn)
-            applied = set(conn.scalars(select(schema_version.c.version)))
+            existing = set(conn.dialect.get_table_names(conn))
+            if schema.schema_version.name not in existing or schema.jobs.name not in existing:
+                schema.metadata.create_all(conn)
+                applied: set[int] = set(conn.scalars(select(schema.schema_version.c.version)))
+                for version in sorted(set(MIGRATIONS) - applied):
+                    conn.execute(schema.schema_version.insert().values(version=version))
+                return
+            applied = set(conn.scalars(select(schema.schema_version.c.version)))
+            newer = {v for v in applied if v not in MIGRATIONS}
+            if newer:
+                raise StateError(
+                    f"state database {self.display} was written by a newer schedctl (schema "
+                    f"version {max(newer)}, this one knows {max(MIGRATIONS)}); upgrade schedctl"
+                )
             for version in sorted(MIGRATIONS):
                 if version in applied:
                     continue
                 for statement in MIGRATIONS[version]:
                     conn.execute(text(statement))
-                conn.execute(schema_version.insert().values(version=version))
+                conn.execute(schema.schema_version.insert().values(version=version))
+            schema.metadata.create_all(conn)  # tables new in this version
 
     def close(self) -> None:
         self.engine.dispose()
 
+    def ping(self) -> None:
+        """Raise if the database cannot be reached now."""
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def now(self, conn: Connection) -> float:
+        """The database's clock (PostgreSQL's), or this host's for SQLite: lease arithmetic."""
+        if self.dialect == "postgresql":
+            return float(conn.scalar(text("SELECT extract(epoch from clock_timestamp())")))
+        return time.time()
+
+    # -- fencing -----------------------------------------------------------------------
+
+    @contextmanager
+    def fenced(self, fence: Fence | None) -> Iterator[Connection]:
+        """A write transaction that commits only while ``fence`` is the current lease."""
+        with self._lock, self.engine.begin() as conn:
+            if fence is not None:
+                self.check_fence(conn, fence)
+            yield conn
+
+    def check_fence(self, conn: Connection, fence: Fence) -> None:
+        query = select(lease.c.epoch, lease.c.holder, lease.c.expires_at).where(
+            lease.c.name == "leader"
+        )
+        if self.dialect == "postgresql":
+            query = query.with_for_update(read=True)
+        row = conn.execute(query).first()
+        if row is None or row.epoch != fence.epoch or row.holder != fence.holder:
+            raise Fenced(f"the leader lease moved on (epoch {fence.epoch} is no longer current)")
+        if row.expires_at <= self.now(conn):
+            raise Fenced(f"the leader lease of epoch {fence.epoch} has expired")
+
     # -- jobs --------------------------------------------------------------------------
 
     def load_jobs(self) -> list[JobRow]:
+        """Every job row that decodes; one that does not is logged and skipped."""
         with self.engine.connect() as conn:
             rows = conn.execute(select(jobs)).all()
-        return [
-            JobRow(
-                r.id,
-                r.source,
-                r.file,
-                r.line,
-                r.col,
-                json.loads(r.essence) if r.essence else None,
-                r.state,
-                r.next_run_time,
-                bool(r.runtime_paused),
-                bool(r.done),
-                r.essence,
-            )
-            for r in rows
-        ]
+        found = []
+        for r in rows:
+            try:
+                found.append(_job_row(r))
+            except Exception as exc:  # untrusted: a row that does not decode is skipped
+                log.error(
+                    "Skipping job %r in the state database: its row does not decode (%s: %s).",
+                    str(r.id)[:128],
+                    type(exc).__name__,
+                    str(exc)[:200],
+                )
+        return found
 
-    def write_jobs(self, upserts: Iterable[dict[str, Any]], removals: Iterable[str]) -> None:
+    def load_jobs_since(self, since: float) -> tuple[list[JobRow], set[str]]:
+        """Rows written at or after ``since`` and the ids of every job (for removals)."""
+        with self.engine.connect() as conn:
+            changed = conn.execute(select(jobs).where(jobs.c.changed_at >= since)).all()
+            ids = set(conn.scalars(select(jobs.c.id)))
+        found = []
+        for r in changed:
+            try:
+                found.append(_job_row(r))
+            except Exception:
+                continue
+        return found, ids
+
+    def write_jobs(
+        self,
+        upserts: Iterable[dict[str, Any]],
+        removals: Iterable[str],
+        fence: Fence | None = None,
+    ) -> None:
         rows = list(upserts)
         gone = list(removals)
         if not rows and not gone:
             return
-        with self._lock, self.engine.begin() as conn:
+        stamp = time.time()
+        rows = [{"changed_at": stamp, "state": None, "runtime": None, **row} for row in rows]
+        with self.fenced(fence) as conn:
             ids = [r["id"] for r in rows] + gone
             for chunk in _chunks(ids, 500):
                 conn.execute(delete(jobs).where(jobs.c.id.in_(chunk)))
             if rows:
                 conn.execute(jobs.insert(), rows)
 
+    def write_next_runs(
+        self, moved: Sequence[tuple[float | None, str]], fence: Fence | None = None
+    ) -> None:
+        """Only the next run times of jobs that fired: one UPDATE for many rows."""
+        if not moved:
+            return
+        stamp = time.time()
+        with self.fenced(fence) as conn:
+            conn.execute(
+                self._update_next_run,
+                [{"b_id": job_id, "b_t": when, "b_c": stamp} for when, job_id in moved],
+            )
+
     # -- runs --------------------------------------------------------------------------
+
+    def _run_upsert(self) -> Any:
+        insert = _insert(self.dialect)(runs)
+        updates = (
+            "status",
+            "started_at",
+            "finished_at",
+            "duration_s",
+            "error",
+            "traceback",
+            "logs",
+            "worker",
+            "changed_at",
+        )
+        # A deposed leader may still finish what it claimed, never what another claimed.
+        return insert.on_conflict_do_update(
+            index_elements=["job_id", "scheduled_at", "attempt"],
+            set_={name: insert.excluded[name] for name in updates},
+            where=(runs.c.epoch.is_(None))
+            | (insert.excluded.epoch.is_(None))
+            | (runs.c.epoch == insert.excluded.epoch),
+        )
 
     def write_runs(self, rows: Sequence[dict[str, Any]], keep: int) -> None:
         """Upsert runs by (job, scheduled time, attempt); keep about the newest ``keep``.
 
-        One cached statement, executed for many rows. A job's old runs are trimmed once it
-        has had ``keep // 5`` new ones, so the table holds at most ``keep * 1.2`` per job.
+        A job's old runs are trimmed once it has had ``keep // 5`` new ones, so the table
+        holds at most ``keep * 1.2`` per job.
         """
         if not rows:
             return
+        stamp = time.time()
+        prepared = [_run_params(row, stamp) for row in rows]
         with self._lock, self.engine.begin() as conn:
-            conn.execute(self._upsert_run, list(rows))
+            conn.execute(self._upsert_run, prepared)
             for row in rows:
                 self._unpruned[row["job_id"]] = self._unpruned.get(row["job_id"], 0) + 1
             due = [job for job, count in self._unpruned.items() if count >= max(keep // 5, 1)]
@@ -240,63 +352,388 @@ class StateDB:
                 )
                 conn.execute(delete(runs).where(runs.c.job_id == job_id, runs.c.id.not_in(newest)))
 
-    def write_next_runs(self, moved: Sequence[tuple[float | None, str]]) -> None:
-        """Only the next run times of jobs that fired: one UPDATE for many rows."""
-        if not moved:
-            return
-        with self._lock, self.engine.begin() as conn:
-            conn.execute(
-                self._update_next_run, [{"b_id": job_id, "b_t": when} for when, job_id in moved]
-            )
+    def claim_runs(
+        self, claims: Sequence[dict[str, Any]], fence: Fence | None
+    ) -> set[tuple[str, float]]:
+        """Insert the first attempt of each run, under ``fence``; the (job, time) this call
+        inserted. A run inserted before (by anyone, ever) is not claimed again.
 
-    def claim_run(self, job_id: str, scheduled_at: float) -> bool:
-        """Insert the first attempt of a run; False if another process inserted it first."""
-        insert = _upsert_insert(self.dialect)
-        stmt = (
-            insert(runs)
-            .values(job_id=job_id, scheduled_at=scheduled_at, attempt=1, status="running")
-            .on_conflict_do_nothing(index_elements=["job_id", "scheduled_at", "attempt"])
-            .returning(runs.c.id)
+        Each claim is ``{"job_id", "scheduled_at", "status", "error"?}``: ``queued`` for a run
+        about to start, or a final ``missed``/``skipped`` record. Raises ``Fenced`` (nothing
+        inserted) when the lease is no longer current.
+        """
+        if not claims:
+            return set()
+        stamp = time.time()
+        epoch = fence.epoch if fence is not None else None
+        params = [
+            {
+                "job_id": c["job_id"],
+                "scheduled_at": c["scheduled_at"],
+                "attempt": 1,
+                "status": c.get("status", "queued"),
+                "started_at": None,
+                "finished_at": c.get("finished_at"),
+                "duration_s": None,
+                "error": c.get("error"),
+                "traceback": None,
+                "logs": None,
+                "worker": None,
+                "epoch": epoch,
+                "changed_at": stamp,
+            }
+            for c in claims
+        ]
+        insert = _insert(self.dialect)(runs)
+        stmt = insert.on_conflict_do_nothing(
+            index_elements=["job_id", "scheduled_at", "attempt"]
+        ).returning(runs.c.job_id, runs.c.scheduled_at)
+        with self.fenced(fence) as conn:
+            won: set[tuple[str, float]] = set()
+            for chunk in _chunks(params, 500):
+                result = conn.execute(stmt, list(chunk))
+                won.update((r.job_id, r.scheduled_at) for r in result.all())
+            for row in params:
+                self._unpruned[row["job_id"]] = self._unpruned.get(row["job_id"], 0) + 1
+        return won
+
+    def claim_run(self, job_id: str, scheduled_at: float, fence: Fence | None = None) -> bool:
+        """Claim one run; False if it was claimed before."""
+        return bool(self.claim_runs([{"job_id": job_id, "scheduled_at": scheduled_at}], fence))
+
+    def sweep_orphans(self, epoch: int, fence: Fence | None = None) -> int:
+        """Runs left ``queued`` or ``running`` by an earlier lease (a leader that died or
+        was replaced) end as ``failed``, saying so; return how many. A deposed leader that
+        still finishes one of them later writes its real outcome over this."""
+        stamp = time.time()
+        lost_started = (
+            "leader lost: the engine that ran this attempt stopped leading before its "
+            "outcome was recorded"
         )
-        with self.engine.begin() as conn:
-            return conn.execute(stmt).scalar() is not None
+        lost_queued = (
+            "leader lost: the engine that claimed this run stopped leading before the "
+            "run was recorded as started"
+        )
+        with self.fenced(fence) as conn:
+            count = 0
+            for status, message in (("running", lost_started), ("queued", lost_queued)):
+                result = conn.execute(
+                    update(runs)
+                    .where(
+                        runs.c.status == status,
+                        (runs.c.epoch.is_(None)) | (runs.c.epoch < epoch),
+                    )
+                    .values(
+                        status="failed",
+                        error=message,
+                        finished_at=func.coalesce(runs.c.started_at, runs.c.scheduled_at),
+                        changed_at=stamp,
+                    )
+                )
+                count += result.rowcount or 0
+        return count
 
-    def load_runs(self, keep: int) -> list[RunRow]:
+    def load_runs(self, keep: int, since: float | None = None) -> list[RunRow]:
+        """Runs oldest first (of every job, or those written at or after ``since``)."""
+        query = select(runs).order_by(runs.c.job_id, runs.c.scheduled_at, runs.c.attempt)
+        if since is not None:
+            query = query.where(runs.c.changed_at >= since)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        found = []
+        for r in rows:
+            try:
+                found.append(_run_row(r))
+            except Exception as exc:
+                log.error("Skipping a run of %r: its row does not decode (%s).", r.job_id, exc)
+        return found
+
+    def load_runs_at(self, job_id: str, scheduled_at: float) -> list[RunRow]:
+        """Every attempt of one scheduled run (for "why did it not run?")."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(runs).order_by(runs.c.job_id, runs.c.scheduled_at, runs.c.attempt)
+                select(runs)
+                .where(runs.c.job_id == job_id, runs.c.scheduled_at == scheduled_at)
+                .order_by(runs.c.attempt)
             ).all()
-        return [
-            RunRow(
-                r.job_id,
-                r.scheduled_at,
-                r.attempt,
-                r.status,
-                r.started_at,
-                r.finished_at,
-                r.duration_s,
-                r.error,
-            )
-            for r in rows
-        ]
+        return [_run_row(r) for r in rows]
 
     # -- facts -------------------------------------------------------------------------
 
-    def put_fact(self, key: str, value: Any) -> None:
-        with self._lock, self.engine.begin() as conn:
-            conn.execute(delete(facts).where(facts.c.key == key))
-            conn.execute(facts.insert().values(key=key, value=json.dumps(value, default=str)))
+    def put_fact(self, key: str, value: Any, fence: Fence | None = None) -> None:
+        self.put_facts({key: value}, fence)
+
+    def put_facts(self, values: dict[str, Any], fence: Fence | None = None) -> None:
+        if not values:
+            return
+        with self.fenced(fence) as conn:
+            conn.execute(delete(facts).where(facts.c.key.in_(list(values))))
+            conn.execute(
+                facts.insert(),
+                [{"key": k, "value": json.dumps(v, default=str)} for k, v in values.items()],
+            )
 
     def get_fact(self, key: str) -> Any:
         with self.engine.connect() as conn:
             found = conn.scalar(select(facts.c.value).where(facts.c.key == key))
-        return json.loads(found) if found is not None else None
+        try:
+            return json.loads(found) if found is not None else None
+        except ValueError:
+            log.error("Ignoring the state database's fact %r: it does not decode.", key)
+            return None
+
+    def get_facts(self, keys: Sequence[str]) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(facts).where(facts.c.key.in_(list(keys)))).all()
+        found: dict[str, Any] = {}
+        for row in rows:
+            try:
+                found[row.key] = json.loads(row.value)
+            except ValueError:
+                continue
+        return found
+
+    # -- events (the audit log) ---------------------------------------------------------
+
+    def add_events(self, items: Sequence[tuple[float, str, dict[str, Any]]]) -> None:
+        if not items:
+            return
+        with self._lock, self.engine.begin() as conn:
+            conn.execute(
+                events.insert(),
+                [
+                    {"at": at, "kind": kind, "data": json.dumps(data, default=repr)}
+                    for at, kind, data in items
+                ],
+            )
+            newest = select(events.c.id).order_by(events.c.id.desc()).limit(EVENTS_KEPT).subquery()
+            oldest_kept = select(func.min(newest.c.id)).scalar_subquery()
+            conn.execute(delete(events).where(events.c.id < oldest_kept))
+
+    def load_events(
+        self, limit: int = 100, after_id: int | None = None
+    ) -> list[tuple[int, float, str, dict[str, Any]]]:
+        """Newest first: (id, at, kind, data)."""
+        query = select(events).order_by(events.c.id.desc()).limit(limit)
+        if after_id is not None:
+            query = query.where(events.c.id > after_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        found = []
+        for r in rows:
+            try:
+                data = json.loads(r.data)
+                if isinstance(data, dict):
+                    found.append((r.id, r.at, r.kind, data))
+            except ValueError:
+                continue
+        return found
+
+    # -- runtime commands (a standby hands a change to the leader) ----------------------
+
+    def submit_command(self, op: str, payload: dict[str, Any]) -> int:
+        with self._lock, self.engine.begin() as conn:
+            result = conn.execute(
+                commands.insert().values(
+                    created_at=time.time(), op=op, payload=json.dumps(payload), status="pending"
+                )
+            )
+            key = result.inserted_primary_key
+            assert key is not None
+            return int(key[0])
+
+    def command_result(self, command_id: int) -> tuple[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(commands.c.status, commands.c.result).where(commands.c.id == command_id)
+            ).first()
+        if row is None:
+            return ("expired", None)
+        return (row.status, json.loads(row.result) if row.result else None)
+
+    def expire_command(self, command_id: int) -> bool:
+        """Withdraw a command nobody took; False if the leader is applying it already."""
+        with self._lock, self.engine.begin() as conn:
+            result = conn.execute(
+                update(commands)
+                .where(commands.c.id == command_id, commands.c.status == "pending")
+                .values(status="expired", finished_at=time.time())
+            )
+            return bool(result.rowcount)
+
+    def take_commands(self, fence: Fence | None) -> list[tuple[int, str, dict[str, Any]]]:
+        """Pending commands, marked ``applying`` under the leader's lease, oldest first."""
+        with self.fenced(fence) as conn:
+            rows = conn.execute(
+                select(commands.c.id, commands.c.op, commands.c.payload)
+                .where(commands.c.status == "pending")
+                .order_by(commands.c.id)
+                .limit(100)
+            ).all()
+            taken = []
+            for row in rows:
+                claimed = conn.execute(
+                    update(commands)
+                    .where(commands.c.id == row.id, commands.c.status == "pending")
+                    .values(status="applying")
+                )
+                if not claimed.rowcount:
+                    continue
+                try:
+                    payload = json.loads(row.payload)
+                except ValueError:
+                    payload = None
+                if not isinstance(payload, dict):
+                    conn.execute(
+                        update(commands)
+                        .where(commands.c.id == row.id)
+                        .values(status="failed", result=json.dumps("the command does not decode"))
+                    )
+                    continue
+                taken.append((row.id, row.op, payload))
+        return taken
+
+    def finish_command(self, command_id: int, status: str, result: Any) -> None:
+        with self._lock, self.engine.begin() as conn:
+            conn.execute(
+                update(commands)
+                .where(commands.c.id == command_id)
+                .values(
+                    status=status, result=json.dumps(result, default=repr), finished_at=time.time()
+                )
+            )
+            # Answered commands older than an hour are of no use to anyone.
+            conn.execute(
+                delete(commands).where(
+                    commands.c.status != "pending", commands.c.created_at < time.time() - 3600
+                )
+            )
 
 
-_RUN_UPDATES = ("status", "started_at", "finished_at", "duration_s", "error")
+def _check_sqlite_file(path: Path, reset: bool) -> None:
+    """Refuse a SQLite file that holds no database; with ``reset``, move it aside."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return
+    problem = None
+    if size == 0:
+        problem = "is empty (0 bytes): it holds no jobs and no history"
+    else:
+        with open(path, "rb") as handle:
+            header = handle.read(16)
+        if header != b"SQLite format 3\x00":
+            problem = "is not a SQLite database (its header is wrong)"
+    if problem is None:
+        return
+    if reset:
+        aside = path.with_name(f"{path.name}.broken-{time.strftime('%Y%m%dT%H%M%S')}")
+        os.replace(path, aside)
+        for suffix in ("-wal", "-shm"):
+            side = path.with_name(path.name + suffix)
+            if side.exists():
+                os.replace(side, aside.with_name(aside.name + suffix))
+        log.warning(
+            "State database %s %s; moved it to %s and started afresh.", path, problem, aside
+        )
+        return
+    raise StateError(
+        f"state database {path} {problem}; refusing to start over it: move it aside, or start "
+        "with --reset-state (ENGINE_RESET_STATE=true) to keep it as a .broken file and start "
+        "afresh"
+    )
 
 
-def _upsert_insert(dialect: str) -> Any:
+def _not_a_database(exc: DBAPIError) -> bool:
+    text_ = str(exc.orig).lower()
+    return "not a database" in text_ or "malformed" in text_ or "corrupt" in text_
+
+
+def _connect_args(dialect: str) -> dict[str, Any]:
+    if dialect == "postgresql":
+        # A database that stops answering must not hang a write or a lease renewal for
+        # the kernel's two-hour keepalive: fail within seconds and let the caller retry.
+        return {
+            "connect_args": {
+                "connect_timeout": 5,
+                "keepalives": 1,
+                "keepalives_idle": 5,
+                "keepalives_interval": 2,
+                "keepalives_count": 2,
+                "options": (
+                    "-c statement_timeout=15000 -c idle_in_transaction_session_timeout=30000"
+                ),
+            },
+            "pool_size": 5,
+            "max_overflow": 10,
+            "pool_timeout": 10,
+        }
+    return {}
+
+
+def _job_row(r: Any) -> JobRow:
+    runtime = json.loads(r.runtime) if r.runtime else None
+    if runtime is not None and not isinstance(runtime, dict):
+        raise ValueError("the runtime job is not a JSON object")
+    essence = json.loads(r.essence) if r.essence else None
+    if essence is not None and not isinstance(essence, dict):
+        raise ValueError("the declared job is not a JSON object")
+    return JobRow(
+        str(r.id),
+        str(r.source),
+        r.file,
+        r.line,
+        r.col,
+        essence,
+        r.state,
+        r.next_run_time,
+        bool(r.runtime_paused),
+        bool(r.done),
+        r.essence,
+        runtime,
+    )
+
+
+def _run_row(r: Any) -> RunRow:
+    logs = json.loads(r.logs) if r.logs else None
+    if logs is not None and not isinstance(logs, list):
+        logs = None
+    return RunRow(
+        r.job_id,
+        r.scheduled_at,
+        r.attempt,
+        r.status,
+        r.started_at,
+        r.finished_at,
+        r.duration_s,
+        r.error,
+        r.traceback,
+        logs,
+        r.worker,
+        r.epoch,
+    )
+
+
+def _run_params(row: dict[str, Any], stamp: float) -> dict[str, Any]:
+    logs = row.get("logs")
+    return {
+        "job_id": row["job_id"],
+        "scheduled_at": row["scheduled_at"],
+        "attempt": row["attempt"],
+        "status": row["status"],
+        "started_at": row.get("started_at"),
+        "finished_at": row.get("finished_at"),
+        "duration_s": row.get("duration_s"),
+        "error": row.get("error"),
+        "traceback": row.get("traceback"),
+        "logs": json.dumps(logs, default=repr) if logs else None,
+        "worker": row.get("worker"),
+        "epoch": row.get("epoch"),
+        "changed_at": stamp,
+    }
+
+
+def _insert(dialect: str) -> Any:
     """The dialect's INSERT with ON CONFLICT (both SQLite and PostgreSQL have it)."""
     from sqlalchemy.dialects import postgresql, sqlite
 

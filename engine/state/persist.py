@@ -1,60 +1,119 @@
-"""Writes state to the database off the event loop, in batches.
+"""The one writer: claims first, then state, off the event loop.
 
-The loop only appends to lock-free queues (a ``deque`` append is atomic): a run that
-changed, a job whose row changed, a job whose next run time moved. A thread wakes every
-``interval`` seconds (or when told to flush) and writes everything queued in one
-transaction per kind, with ``executemany`` so the database driver, not Python, does the
-per-row work. A write that fails keeps its batch queued for the next try.
+The event loop only appends to lock-free queues (a ``deque`` append is atomic) and sets
+an event. A daemon thread does every database write:
+
+- **Claims** (a priority lane): the runs due now, inserted under the leader's lease in
+  one transaction per batch, before any of them starts (``StateDB.claim_runs``). The
+  outcome goes back to the loop through ``call_soon_threadsafe``. A batch the database
+  cannot take now stays queued and is tried again; a claim whose ``misfire_grace`` passes
+  meanwhile becomes a ``missed`` record, so a run never starts later than its grace.
+- **State**: runs that changed, jobs whose rows or next run times changed, facts and
+  audit events, written in chunks with ``executemany``, between which claims go first.
+  A write that fails keeps its batch queued for the next try. Job rows and facts are
+  written under the lease (``Fence``): a replaced leader overwrites nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from engine.state.db import StateDB
+from sqlalchemy.exc import DBAPIError
+
+from engine.state.db import Fence, Fenced, StateDB
 from engine.state.history import Run
 
-__all__ = ["Persister"]
+__all__ = ["Claim", "Persister"]
 
 log = logging.getLogger("schedctl.persist")
 _RunKey = tuple[str, float, int]
+_CHUNK = 500
+
+
+@dataclass(slots=True)
+class Claim:
+    """One scheduled run to claim: ``queued`` (about to start) or a final record."""
+
+    job_id: str
+    scheduled_at: float
+    status: str = "queued"
+    error: str | None = None
+    deadline: float | None = None  # wall clock: after it, a queued claim becomes missed
+    outcome: str = ""  # won | taken (claimed before) | fenced | missed
+    fence: Fence | None = field(default=None, repr=False)
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "scheduled_at": self.scheduled_at,
+            "status": self.status,
+            "error": self.error,
+            "finished_at": time.time() if self.status != "queued" else None,
+        }
+
+
+ClaimCallback = Callable[[list[Claim]], None]
 
 
 class Persister:
     def __init__(
         self,
         db: StateDB,
-        job_row: Callable[[str], dict[str, Any] | None],
+        job_row: Callable[[str], dict[str, Any] | None] | None = None,
         history_limit: int = 100,
         interval: float = 0.2,
         next_run_of: Callable[[str], tuple[bool, float | None]] | None = None,
+        fence: Callable[[], Fence | None] | None = None,
     ) -> None:
         self.db = db
-        self._job_row = job_row
+        self._job_row = job_row or (lambda job_id: None)
         self._next_run_of = next_run_of
+        self._fence = fence  # None: a bare writer (tools, tests) writes job rows unfenced
         self._limit = history_limit
         self._interval = interval
+        self._claim_queue: deque[tuple[list[Claim], ClaimCallback]] = deque()
         self._run_queue: deque[Run] = deque()
         self._job_queue: deque[str] = deque()
         self._time_queue: deque[str] = deque()
+        self._event_queue: deque[tuple[float, str, dict[str, Any]]] = deque()
         self._facts: dict[str, Any] = {}
         # What a failed write left behind, retried first next time.
+        self._claims: list[tuple[list[Claim], ClaimCallback]] = []
         self._runs: dict[_RunKey, dict[str, Any]] = {}
         self._jobs: set[str] = set()
         self._times: set[str] = set()
+        self._events: list[tuple[float, str, dict[str, Any]]] = []
         self._lock = threading.Lock()  # one flush at a time; guards the leftovers
         self._wake = threading.Event()
         self._stopping = False
+        self.healthy = True  # False while the last write failed (the database is away)
+        self.last_error: str | None = None
         self._thread = threading.Thread(target=self._loop, name="schedctl-persist", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
+    def bind(
+        self,
+        job_row: Callable[[str], dict[str, Any] | None],
+        next_run_of: Callable[[str], tuple[bool, float | None]] | None,
+        fence: Callable[[], Fence | None] | None,
+    ) -> None:
+        """Point the writer at the scheduler of a new leadership term."""
+        self._job_row, self._next_run_of, self._fence = job_row, next_run_of, fence
+
     # -- called on the event loop: appends only ----------------------------------------
+
+    def claim(self, claims: list[Claim], done: ClaimCallback) -> None:
+        """Claim runs before they start; ``done`` is called in the writer thread."""
+        self._claim_queue.append((claims, done))
+        self._wake.set()
 
     def run_changed(self, run: Run) -> None:
         self._run_queue.append(run)
@@ -70,22 +129,53 @@ class Persister:
     def fact_changed(self, key: str, value: Any) -> None:
         self._facts[key] = value
 
+    def event(self, kind: str, data: dict[str, Any], at: float | None = None) -> None:
+        self._event_queue.append((at if at is not None else time.time(), kind, data))
+
+    def flush_events(self) -> None:
+        """Write the queued audit events now (a reader of ``/events`` sees its own)."""
+        with self._lock:
+            while self._event_queue:
+                self._events.append(self._event_queue.popleft())
+            events, self._events = self._events, []
+            try:
+                self.db.add_events(events)
+            except BaseException:
+                self._events = events + self._events
+                raise
+
+    def forget_leader_state(self) -> None:
+        """A term ended: queued job rows and facts belong to it and are not written."""
+        self._job_queue.clear()
+        self._time_queue.clear()
+        with self._lock:
+            self._jobs.clear()
+            self._times.clear()
+            self._facts = {}
+
     # -- the writer ----------------------------------------------------------------------
 
     def flush(self) -> None:
         """Write everything queued now, on the calling thread."""
         with self._lock:
+            self._write_claims()
             self._drain()
             runs, job_ids, times = self._runs, self._jobs, self._times
             facts, self._facts = self._facts, {}
+            events, self._events = self._events, []
             self._runs, self._jobs, self._times = {}, set(), set()
             try:
-                self._write(runs, job_ids, times - job_ids, facts)
-            except BaseException:
+                self._write(runs, job_ids, times - job_ids, facts, events)
+            except BaseException as exc:
                 self._runs = {**runs, **self._runs}
                 self._jobs |= job_ids
                 self._times |= times
                 self._facts = {**facts, **self._facts}
+                self._events = events + self._events
+                if isinstance(exc, Fenced):  # not ours to write any more
+                    self._jobs.clear()
+                    self._times.clear()
+                    self._facts = {}
                 raise
 
     def _drain(self) -> None:
@@ -98,6 +188,50 @@ class Persister:
             self._jobs.add(self._job_queue.popleft())
         while self._time_queue:
             self._times.add(self._time_queue.popleft())
+        while self._event_queue:
+            self._events.append(self._event_queue.popleft())
+
+    def _write_claims(self) -> None:
+        while self._claim_queue:
+            self._claims.append(self._claim_queue.popleft())
+        if not self._claims:
+            return
+        pending, self._claims = self._claims, []
+        batches: dict[Fence | None, list[tuple[list[Claim], ClaimCallback]]] = {}
+        for item in pending:
+            fence = item[0][0].fence if item[0] else None
+            batches.setdefault(fence, []).append(item)
+        for fence, items in batches.items():
+            claims = [c for batch, _ in items for c in batch]
+            now = time.time()
+            for c in claims:
+                if c.status == "queued" and c.deadline is not None and now > c.deadline:
+                    c.status, c.outcome = "missed", "missed"
+                    c.error = (
+                        f"could not be claimed within misfire_grace ({now - c.scheduled_at:.3f}s "
+                        "late): the state database was unreachable"
+                    )
+            try:
+                won = self.db.claim_runs([c.row() for c in claims], fence)
+            except Fenced:
+                for c in claims:
+                    c.outcome = "fenced"
+            except DBAPIError as exc:
+                self._failed(exc)
+                self._claims.extend(items)  # tried again until their grace passes
+                continue
+            else:
+                for c in claims:
+                    if (c.job_id, c.scheduled_at) in won:
+                        c.outcome = c.outcome or "won"
+                    else:
+                        c.outcome = "taken"
+                self._ok()
+            for batch, done in items:
+                try:
+                    done(batch)
+                except Exception:
+                    log.exception("A claim callback failed.")
 
     def _write(
         self,
@@ -105,41 +239,68 @@ class Persister:
         job_ids: set[str],
         times: set[str],
         facts: dict[str, Any],
+        events: list[tuple[float, str, dict[str, Any]]],
     ) -> None:
+        leading, fence = self._leader()
         upserts, removals = [], []
-        for job_id in job_ids:
-            row = self._job_row(job_id)
-            if row is None:
-                removals.append(job_id)
-            else:
-                upserts.append(row)
         moved: list[tuple[float | None, str]] = []
-        for job_id in times:
-            if self._next_run_of is None:
-                continue
-            known, next_run = self._next_run_of(job_id)
-            if known:
-                moved.append((next_run, job_id))
-            else:  # gone from the scheduler (a one-shot that ran): its whole row changes
+        if leading:
+            for job_id in job_ids:
                 row = self._job_row(job_id)
                 if row is None:
                     removals.append(job_id)
                 else:
                     upserts.append(row)
-        self.db.write_jobs(upserts, removals)
-        self.db.write_next_runs(moved)
-        self.db.write_runs(list(runs.values()), self._limit)
-        for key, value in facts.items():
-            self.db.put_fact(key, value)
+            for job_id in times if self._next_run_of is not None else ():
+                known, next_run = self._next_run_of(job_id)  # type: ignore[misc]
+                if known:
+                    moved.append((next_run, job_id))
+                else:  # gone from the scheduler (a one-shot that ran): its whole row changes
+                    row = self._job_row(job_id)
+                    if row is None:
+                        removals.append(job_id)
+                    else:
+                        upserts.append(row)
+        else:
+            facts = {}  # a standby's view of the leader's state is not its to write
+        run_rows = list(runs.values())
+        for start in range(0, len(run_rows), _CHUNK):
+            self.db.write_runs(run_rows[start : start + _CHUNK], self._limit)
+            self._write_claims()  # due runs do not wait behind history
+        self.db.write_jobs(upserts, removals, fence)
+        self.db.write_next_runs(moved, fence)
+        self.db.put_facts(facts, fence)
+        self.db.add_events(events)
+        self._ok()
+
+    def _leader(self) -> tuple[bool, Fence | None]:
+        """Whether job rows and facts may be written now, and under which lease."""
+        if self._fence is None:
+            return True, None
+        fence = self._fence()
+        return fence is not None, fence
+
+    def _ok(self) -> None:
+        if not self.healthy:
+            log.info("The state database is reachable again; writes resumed.")
+        self.healthy, self.last_error = True, None
+
+    def _failed(self, exc: BaseException) -> None:
+        if self.healthy:
+            log.error("Cannot write to the state database (%s); will retry.", _short(exc))
+        self.healthy, self.last_error = False, _short(exc)
 
     def stop(self, flush: bool = True) -> None:
         """Stop the writer thread; write what is queued unless ``flush`` is False."""
         self._stopping = True
         self._wake.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=5)
         if flush:
-            self.flush()
+            try:
+                self.flush()
+            except Exception as exc:
+                log.error("Could not write the last state before stopping: %s", _short(exc))
 
     def _loop(self) -> None:
         while True:
@@ -149,5 +310,13 @@ class Persister:
                 return
             try:
                 self.flush()
-            except Exception:
-                log.exception("Writing state to the database failed; will retry.")
+            except Fenced:
+                pass  # a replaced leader's job rows are dropped; its runs were written
+            except Exception as exc:
+                self._failed(exc)
+                self._wake.wait(0.5)  # an unreachable database is not hammered
+
+
+def _short(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

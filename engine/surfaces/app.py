@@ -19,9 +19,10 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from engine.engine import VERSION, Engine
+from engine.core.engine import VERSION, Engine
 from engine.settings import Settings
 from engine.surfaces import aps, page
+from engine.surfaces.hosts import HostCheck
 from engine.surfaces.http import router
 from engine.surfaces.runtime_api import Scheduler
 
@@ -49,8 +50,10 @@ def lifespan(
         await engine.start()
         aps.bind(app.state.scheduler)
         loop = asyncio.get_running_loop()
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signal.SIGHUP, engine.request_reconcile)
+        hup = engine.settings.tune_process  # a signal handler is process-wide: opt-in
+        if hup:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signal.SIGHUP, engine.request_reconcile)
         try:
             for name, module in modules.items():
                 if hasattr(module, "init_tasks"):
@@ -64,8 +67,9 @@ def lifespan(
             )
             yield
         finally:
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.remove_signal_handler(signal.SIGHUP)
+            if hup:
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.remove_signal_handler(signal.SIGHUP)
             aps.unbind(app.state.scheduler)
             await engine.stop()
 
@@ -76,8 +80,25 @@ def create_app(
     settings: Settings | None = None,
     extensions: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> FastAPI:
-    """A FastAPI app serving the status API with the engine in its lifespan."""
-    app = FastAPI(title="schedctl", version=VERSION, lifespan=lifespan(settings, extensions))
+    """A FastAPI app serving the status API with the engine in its lifespan.
+
+    It answers only requests for the bound host, ``localhost``, loopback addresses and
+    ``allowed_hosts`` (``engine.surfaces.hosts``). ``/docs``, ``/redoc`` and
+    ``/openapi.json`` are served only with ``api_docs`` (their pages load scripts from a
+    CDN); ``app.openapi()`` describes the API either way.
+    """
+    settings = settings or Settings.from_env()
+    docs = settings.api_docs
+    app = FastAPI(
+        title="schedctl",
+        version=VERSION,
+        description="The read-only status API of a schedctl engine.",
+        lifespan=lifespan(settings, extensions),
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     app.include_router(router)
     app.include_router(page.router)
+    app.add_middleware(HostCheck, bound=settings.host, allowed=settings.allowed_hosts)
     return app

@@ -10,19 +10,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from engine.errors import SchedctlError
+from engine.errors import SchedctlError, SettingsError
 from engine.files.cron import CronExpression
 from engine.files.loader import Loader
 from engine.files.preview import aware, next_fire_times
 from engine.files.spec import JobSpec, file_schema
 from engine.files.tasks import ensure_cwd_on_path
-from engine.settings import Settings
+from engine.settings import Settings, url_from_env
 
 __all__ = ["main"]
 
 
 class UsageError(SchedctlError):
     """Bad input on the command line; exit 1 with the message."""
+
+
+_URL_HELP = "the running engine (default: ENGINE_URL, else http://127.0.0.1:8000)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,9 +35,14 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the engine and the status API")
     serve.add_argument("--schedules", help="schedules folder (default: schedules)")
     serve.add_argument("--host", help="address to bind (default: 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default: 8000)")
+    serve.add_argument("--port", help="port (default: 8000)")
     serve.add_argument("--database", help="SQLAlchemy URL (default: SQLite under .engine/)")
     serve.add_argument("--no-watch", action="store_true", help="do not watch the files")
+    serve.add_argument(
+        "--reset-state",
+        action="store_true",
+        help="move an empty or corrupt SQLite state file aside and start afresh",
+    )
 
     validate = sub.add_parser("validate", help="check schedule files or folders")
     validate.add_argument("paths", nargs="*", help="files or folders (default: schedules)")
@@ -49,10 +57,11 @@ def _parser() -> argparse.ArgumentParser:
 
     plan = sub.add_parser("plan", help="what applying the files would change on an engine")
     plan.add_argument("--schedules", help="schedules folder (default: schedules)")
-    plan.add_argument("--url", required=True, help="the running engine, e.g. http://127.0.0.1:8000")
+    plan.add_argument("--url", help=_URL_HELP)
+    plan.add_argument("--format", choices=["text", "json"], default="text", help="output")
 
     jobs = sub.add_parser("jobs", help="a running engine's jobs as a table")
-    jobs.add_argument("--url", required=True, help="the running engine, e.g. http://127.0.0.1:8000")
+    jobs.add_argument("--url", help=_URL_HELP)
 
     sub.add_parser("schema", help="JSON Schema of a schedule file")
     return parser
@@ -63,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if args.command == "serve" else 1  # plan's 2 means "changes"
     except (SchedctlError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -148,6 +160,8 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         database_url=args.database,
         watch=False if args.no_watch else None,
+        reset_state=True if args.reset_state else None,
+        tune_process=True,
     )
     return serve(settings)
 
@@ -155,14 +169,14 @@ def _serve(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from engine.surfaces.remote import plan_against
 
-    settings = Settings.from_env(schedules_dir=args.schedules)
-    return plan_against(settings, args.url)
+    settings = Settings.from_env(schedules_dir=args.schedules, url=args.url)
+    return plan_against(settings, settings.url, args.format)
 
 
 def _jobs(args: argparse.Namespace) -> int:
     from engine.surfaces.remote import print_jobs
 
-    return print_jobs(args.url)
+    return print_jobs(url_from_env(args.url))
 
 
 _COMMANDS = {

@@ -538,7 +538,9 @@ def edits(total: int, count: int) -> dict[str, Any]:
                         latencies.append(time.perf_counter() - started)
                         await asyncio.sleep(0.15)  # the writer and the watcher settle
                 transport = httpx.ASGITransport(app=app)
-                async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                async with httpx.AsyncClient(
+                    transport=transport, base_url="http://localhost"
+                ) as client:
                     answer = (await client.get(f"/jobs/{target}")).json()
                 if answer.get("args") != want:
                     raise RuntimeError(f"/jobs/{target} disagrees with engine.job(): {answer}")

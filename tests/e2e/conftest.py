@@ -281,15 +281,20 @@ class Server:
 
         return wait_for(probe, timeout, what or f"job {job_id!r} to match")
 
-    def wait_reconcile(self, since: str | None, timeout: float = 5.0) -> dict[str, Any]:
-        """Wait until ``/status`` shows a reconcile newer than the one stamped ``since``."""
+    def reconciles(self) -> float:
+        """How many reconciles the engine has run (``schedctl_reconciles_total``): every one
+        counts there, also those that changed nothing and so leave ``last_reconcile``."""
+        text = self.request("GET", "/metrics").text
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("schedctl_reconciles_total{")
+        )
 
-        def probe() -> dict[str, Any] | None:
-            status = self.status()
-            at = (status.get("last_reconcile") or {}).get("at")
-            return status if at is not None and at != since else None
-
-        return wait_for(probe, timeout, f"a reconcile after {since}")
+    def wait_reconcile(self, since: float, timeout: float = 5.0) -> dict[str, Any]:
+        """Wait until a reconcile after the ``since``-th has run; then ``/status``."""
+        wait_for(lambda: self.reconciles() > since, timeout, f"a reconcile after the {since:g}th")
+        return self.status()
 
 
 ServeFactory = Callable[..., Server]

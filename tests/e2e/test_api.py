@@ -34,7 +34,7 @@ def test_status_api_shapes_and_methods(serve: ServeFactory, project: Path) -> No
         """,
     )
     server = serve()
-    assert server.get("/healthz") == {"status": "ok"}
+    assert server.get("/healthz")["status"] == "ok"
     assert server.get("/readyz") == {"status": "ready"}
 
     body = server.get("/jobs")
@@ -42,7 +42,7 @@ def test_status_api_shapes_and_methods(serve: ServeFactory, project: Path) -> No
     report = server.jobs()["report"]
     assert set(report) == JOB_KEYS
     assert report["task"] == "tasks.e2e:noop"
-    assert report["trigger"] == {
+    assert {k: v for k, v in report["trigger"].items() if k != "description"} == {
         "type": "cron",
         "expression": "0 2 * * *",
         "timezone": "Europe/Berlin",
@@ -60,12 +60,23 @@ def test_status_api_shapes_and_methods(serve: ServeFactory, project: Path) -> No
     assert detail["runs"] == []
 
     status = server.status()
-    assert set(status) == {"revision", "role", "scheduler", "jobs", "last_reconcile", "version"}
+    assert set(status) == {
+        "revision",
+        "commit",
+        "role",
+        "scheduler",
+        "database",
+        "jobs",
+        "pending_removal",
+        "last_reconcile",
+        "version",
+    }
     assert (status["role"], status["scheduler"], status["jobs"]) == ("single", "running", 2)
     assert isinstance(status["revision"], str) and status["revision"]
     assert isinstance(status["version"], str) and status["version"]
     assert set(status["last_reconcile"]) == {
         "at",
+        "reason",
         "duration_ms",
         "added",
         "updated",

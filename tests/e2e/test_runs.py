@@ -10,18 +10,9 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import ServeFactory, Server, wait_for, write
+from tests.harness import RUN_FIELDS as RUN_KEYS
 
 pytestmark = pytest.mark.e2e
-
-RUN_KEYS = {
-    "status",
-    "scheduled_at",
-    "started_at",
-    "finished_at",
-    "duration_s",
-    "attempt",
-    "error",
-}
 
 
 def _ts(value: str) -> datetime:

@@ -1,0 +1,179 @@
+"""Read models: what the status API, the status page and the CLI show.
+
+Built from the scheduler's catalog and the run history, the same on a leader (its live
+scheduler) and a standby (its view of the database). Large answers are built off the
+event loop from a snapshot taken on it, and cached until a job, a run or the revision
+changes, so no read delays a due run and pollers of an unchanged state pay nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, tzinfo
+from typing import TYPE_CHECKING, Any
+
+from engine.files.spec import as_dict
+from engine.redact import redact, spec_secret_digests
+from engine.scheduler.catalog import Entry
+from engine.scheduler.jobs import describe_trigger, trigger_for
+from engine.state.history import History
+
+if TYPE_CHECKING:
+    from engine.scheduler.facade import SchedulerFacade
+
+__all__ = ["Views", "job_info"]
+
+BIG = 2_000  # jobs above which an answer is built off the event loop
+
+
+def _describe(trigger: dict[str, Any]) -> str | None:
+    try:
+        from engine.files.describe import describe_schedule
+    except ImportError:  # pragma: no cover - the describer ships with the package
+        return None
+    try:
+        return describe_schedule(trigger["type"], trigger["expression"], trigger["timezone"])
+    except Exception:
+        return None
+
+
+def job_info(
+    facade: SchedulerFacade,
+    history: History,
+    entry: Entry,
+    stale_files: frozenset[str],
+    descriptions: dict[tuple[str, str, str | None], str | None],
+) -> dict[str, Any]:
+    """The Job of the status API (contract section 5)."""
+    job_id = entry.id
+    job = facade.store.lookup_job(job_id)
+    spec = entry.spec
+    task = entry.task
+    tz: tzinfo = entry.tz or UTC
+    if job is not None:
+        trigger = describe_trigger(job.trigger)
+    elif spec is not None:
+        trigger = describe_trigger(trigger_for(spec, datetime.now(UTC)))
+    else:
+        trigger = {"type": "date", "expression": None, "timezone": None}
+    key = (trigger["type"], str(trigger["expression"]), trigger["timezone"])
+    if key not in descriptions:
+        descriptions[key] = _describe(trigger)
+    trigger["description"] = descriptions[key]
+    next_run = job.next_run_time if job is not None else None
+    last = history.last_finished(job_id)
+    last_success = history.last_success_at(job_id)
+    return {
+        "id": job_id,
+        "task": task.ref if task is not None else None,
+        "args": redact(list(task.args)) if task is not None else [],
+        "kwargs": redact(task.kwargs) if task is not None else {},
+        "trigger": trigger,
+        "executor": task.executor if task is not None else "local",
+        "next_run_time": next_run.astimezone(tz).isoformat() if next_run else None,
+        "paused": entry.runtime_paused or bool(spec and spec.paused),
+        "source": entry.source,
+        "file": entry.file,
+        "line": entry.line,
+        "description": redact(spec.description) if spec else None,
+        "labels": redact(dict(spec.labels)) if spec else {},
+        "running": history.running(job_id),
+        "last_run": last.as_dict(tz) if last else None,
+        "last_success_at": last_success.astimezone(tz).isoformat() if last_success else None,
+        "stale": entry.file in stale_files if entry.file else False,
+    }
+
+
+class Views:
+    """Cached read models over the current facade and history (leader or standby)."""
+
+    def __init__(
+        self,
+        facade: Callable[[], SchedulerFacade],
+        history: Callable[[], History],
+        stale_files: Callable[[], frozenset[str]],
+        revision: Callable[[], str | None],
+    ) -> None:
+        self._facade = facade
+        self._history = history
+        self._stale = stale_files
+        self._revision = revision
+        self._descriptions: dict[tuple[str, str, str | None], str | None] = {}
+        self._jobs_cache: tuple[tuple[Any, ...], list[dict[str, Any]]] | None = None
+
+    def version(self) -> tuple[Any, ...]:
+        facade, history = self._facade(), self._history()
+        return (id(facade), facade.changes, id(history), history.changes, self._revision())
+
+    def etag(self, *extra: Any) -> str:
+        return '"' + "-".join(str(part) for part in (*self.version(), *extra)) + '"'
+
+    def snapshot(self) -> list[Entry]:
+        """The entries, sorted by id (taken on the loop: cheap, and consistent)."""
+        catalog = self._facade().catalog
+        return [catalog[job_id] for job_id in sorted(catalog)]
+
+    def build_jobs(self, entries: list[Entry]) -> list[dict[str, Any]]:
+        """Every job's Job (may run off the loop: it only reads)."""
+        facade, history, stale = self._facade(), self._history(), self._stale()
+        return [job_info(facade, history, e, stale, self._descriptions) for e in entries]
+
+    def jobs_cached(self) -> list[dict[str, Any]] | None:
+        version = self.version()
+        if self._jobs_cache is not None and self._jobs_cache[0] == version:
+            return self._jobs_cache[1]
+        return None
+
+    def remember_jobs(self, version: tuple[Any, ...], jobs: list[dict[str, Any]]) -> None:
+        self._jobs_cache = (version, jobs)
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        facade, history = self._facade(), self._history()
+        entry = facade.catalog.get(job_id)
+        if entry is None:
+            return None
+        info = job_info(facade, history, entry, self._stale(), self._descriptions)
+        tz = entry.tz or UTC
+        info["runs"] = [run.as_dict(tz) for run in history.runs(job_id)]
+        return info
+
+    def specs(self) -> dict[str, Any]:
+        """Every job's canonical spec (secrets masked) and fingerprint: for ``schedctl plan``."""
+        return {
+            "revision": self._revision(),
+            "jobs": {
+                entry.id: {
+                    "source": entry.source,
+                    "file": entry.file,
+                    "fingerprint": entry.fingerprint,
+                    "runtime_paused": entry.runtime_paused,
+                    "spec": redact(spec) if (spec := _essence(entry)) is not None else None,
+                    "secret_digests": spec_secret_digests(spec) if spec is not None else {},
+                }
+                for entry in self.snapshot()
+            },
+        }
+
+
+def _essence(entry: Entry) -> dict[str, Any] | None:
+    return as_dict(entry.essence) if entry.essence is not None else None
+
+
+def dumps(value: Any) -> bytes:
+    """JSON for the API: a value JSON cannot hold is shown as its repr, never a 500."""
+    try:
+        text = json.dumps(value, default=repr, allow_nan=False)
+    except ValueError:  # NaN or infinity somewhere
+        text = json.dumps(_finite(value), default=repr, allow_nan=False)
+    return text.encode("utf-8", "backslashreplace")
+
+
+def _finite(value: Any) -> Any:
+    if (isinstance(value, float) and value != value) or value in (float("inf"), float("-inf")):
+        return repr(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value

@@ -1,0 +1,133 @@
+"""The engine's jobs with their provenance (``Entry``), and the APScheduler jobs it builds.
+
+An ``Entry`` is what the engine knows of a job: where it came from (a file, or the
+runtime API), its spec or runtime data, and the ``Task`` every run executes. The
+APScheduler ``Job`` holds only what APScheduler needs to decide *when*.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, tzinfo
+from typing import Any
+
+from apscheduler.job import Job
+from apscheduler.triggers.base import BaseTrigger
+
+from engine.execution.task import Task
+from engine.files.spec import JobSpec
+from engine.reconciler import LiveJob
+
+__all__ = ["RUN_REF", "BoundedJob", "Entry", "build_job"]
+
+log = logging.getLogger("schedctl.scheduler")
+RUN_REF = "engine.execution.runner:run"  # the textual callable of every job (never called)
+CATCH_UP_LIMIT = 1000  # fire times computed in one pass for one job, at most
+
+
+@dataclass
+class Entry:
+    """One job the engine knows, with where it came from."""
+
+    id: str
+    source: str  # "declared" | "runtime"
+    file: str | None = None
+    line: int | None = None
+    column: int | None = None
+    essence: Any = None  # declared: the spec's essence (a lazy mapping)
+    fingerprint: str | None = None
+    spec: JobSpec | None = None
+    runtime_paused: bool = False
+    task: Task | None = None
+    runtime: dict[str, Any] | None = None  # runtime: the saved data (task, trigger, args)
+    tz: tzinfo | None = None
+    _live: LiveJob | None = field(default=None, repr=False, compare=False)
+
+    def live(self) -> LiveJob:
+        """The reconciler's view of this entry (kept while nothing in it changes)."""
+        found = self._live
+        if found is None or found.runtime_paused != self.runtime_paused:
+            found = self._live = LiveJob(
+                self.source,
+                self.file,
+                self.essence,
+                self.fingerprint,
+                self.runtime_paused,
+                self.line,
+                self.column,
+            )
+        return found
+
+
+class BoundedJob(Job):
+    """An APScheduler job whose catch-up never starves the loop.
+
+    APScheduler computes every fire time between the job's stored next run time and now:
+    a 1 s job stored a month ago is 2.6 million calls in one pass. Times older than the
+    misfire grace are missed whatever happens: after ``CATCH_UP_LIMIT`` of them (each
+    recorded ``missed``) the walk jumps to the grace's edge, and a pass computes at most
+    twice that many times.
+    """
+
+    __slots__ = ()
+
+    def _get_run_times(self, now: datetime) -> list[datetime]:
+        run_times: list[datetime] = []
+        next_run_time = self.next_run_time
+        while next_run_time is not None and next_run_time <= now:
+            run_times.append(next_run_time)
+            next_run_time = self.trigger.get_next_fire_time(next_run_time, now)
+            if len(run_times) >= CATCH_UP_LIMIT and next_run_time is not None:
+                grace = self.misfire_grace_time or 0
+                edge = now - timedelta(seconds=grace)
+                if next_run_time >= edge:
+                    continue  # inside the grace: every one of them still counts
+                resumed = self.trigger.get_next_fire_time(None, edge)
+                log.warning(
+                    "Job %s missed more than %d fire times (the engine was down, or its clock "
+                    "jumped); only the first %d are recorded missed, and it resumes at %s.",
+                    self.id,
+                    CATCH_UP_LIMIT,
+                    CATCH_UP_LIMIT,
+                    resumed.isoformat() if resumed else "its end",
+                )
+                next_run_time = resumed
+                if len(run_times) >= 2 * CATCH_UP_LIMIT:
+                    break
+        return run_times
+
+
+def build_job(
+    scheduler: Any,
+    job_id: str,
+    trigger: BaseTrigger,
+    next_run: datetime | None,
+    *,
+    name: str,
+    misfire_grace_time: int,
+    coalesce: bool,
+    max_instances: int,
+) -> Job:
+    """A job built from state, as a job store loads one: ``Job()`` would inspect the
+    runner's signature for every job, and the engine's jobs carry no arguments."""
+    job = BoundedJob.__new__(BoundedJob)
+    job.__setstate__(
+        {
+            "version": 1,
+            "id": job_id,
+            "func": RUN_REF,
+            "trigger": trigger,
+            "executor": "default",
+            "args": (),
+            "kwargs": {},
+            "name": name,
+            "misfire_grace_time": misfire_grace_time,
+            "coalesce": coalesce,
+            "max_instances": max_instances,
+            "next_run_time": next_run,
+        }
+    )
+    job._scheduler = scheduler
+    job._jobstore_alias = "default"
+    return job
