@@ -9,10 +9,11 @@ autoescape, and a per-response Content-Security-Policy nonce lets only our own i
 script and style run, so an id or message that slips through escaping still cannot.
 
 Rendering and gzip run off the event loop: a 10k-job page takes a few hundred
-milliseconds to render, which would otherwise delay due runs; the engine's read models are
-read on the loop. All rows are in the first response, in tables of ``CHUNK`` rows that the
-browser lays out only near the viewport (``content-visibility``): no pagination, and the
-page is interactive in about a second at 10k jobs (``python -m tests.bench page``).
+milliseconds to render, which would otherwise delay due runs; the engine builds its read
+models off the loop too (``jobs_async``). All rows are in the first response, in tables
+of ``CHUNK`` rows that the browser lays out only near the viewport (``content-visibility``):
+no pagination, and at 10k jobs the page is interactive in a few seconds at most
+(``python -m tests.bench page``).
 """
 
 from __future__ import annotations
@@ -80,7 +81,9 @@ def render_status(
     jobs: list[dict[str, Any]], status: dict[str, Any], now: datetime, nonce: str = ""
 ) -> str:
     """The status page's HTML for ``GET /jobs``'s jobs and ``GET /status``."""
-    rows = [job_row(job, now) for job in jobs]
+    # Rows are made as the template reaches them and dropped after: 10k rows kept alive at
+    # once would set off full garbage collections, which pause the event loop's thread too.
+    rows = (job_row(job, now) for job in jobs)
     return templates.get_template("index.html").render(
         page="status",
         home="./",
@@ -88,7 +91,7 @@ def render_status(
         rendered=f"rendered {now.astimezone(UTC):%H:%M:%S} UTC",
         rows=rows,
         chunk=CHUNK,
-        counts=counts(rows),
+        counts=counts(jobs),
         status=status_view(status, now),
     )
 
@@ -153,7 +156,8 @@ async def _page(request: Request, render: Any, *args: Any, status_code: int = 20
 @router.api_route("/", methods=_READ, response_class=HTMLResponse, include_in_schema=False)
 async def status_page(request: Request) -> Response:
     engine = _engine(request)
-    return await _page(request, render_status, engine.jobs(), engine.status(), datetime.now(UTC))
+    jobs = await engine.jobs_async()  # built off the loop when large, cached while unchanged
+    return await _page(request, render_status, jobs, engine.status(), datetime.now(UTC))
 
 
 @router.api_route(JOB_PAGE, methods=_READ, response_class=HTMLResponse, include_in_schema=False)

@@ -27,6 +27,7 @@ __all__ = [
     "Fact",
     "JobRow",
     "Moment",
+    "badges",
     "counts",
     "duration",
     "fire_times",
@@ -150,20 +151,26 @@ def job_href(job_id: str, prefix: str = "") -> str:
     return f"{prefix}ui/jobs/{job_id}"
 
 
+def badges(job: Mapping[str, Any]) -> tuple[str, ...]:
+    """The words that make a row stand out: failing, stale, paused, running."""
+    last = job.get("last_run") or None
+    found: tuple[str, ...] = ()
+    if last and last.get("status") in FAILING:
+        found += ("failing",)
+    if job.get("stale"):
+        found += ("stale",)
+    if job.get("paused"):
+        found += ("paused",)
+    if job.get("running"):
+        found += ("running",)
+    return found
+
+
 def job_row(job: Mapping[str, Any], now: datetime) -> JobRow:
     """A ``GET /jobs`` item as a table row."""
     trigger = job.get("trigger") or {}
     last = job.get("last_run") or None
     status = str(last.get("status")) if last else None
-    badges = []
-    if status in FAILING:
-        badges.append("failing")
-    if job.get("stale"):
-        badges.append("stale")
-    if job.get("paused"):
-        badges.append("paused")
-    if job.get("running"):
-        badges.append("running")
     words = schedule_words(trigger)
     next_run = moment(job.get("next_run_time"), now)
     note = "" if next_run else "paused" if job.get("paused") else "none"
@@ -186,7 +193,7 @@ def job_row(job: Mapping[str, Any], now: datetime) -> JobRow:
         last=when,
         error=str((last or {}).get("error") or ""),
         place=place,
-        badges=tuple(badges),
+        badges=badges(job),
     )
 
 
@@ -232,12 +239,12 @@ def pretty(value: Any) -> str:
     return json.dumps(redact(value), indent=2, ensure_ascii=False, sort_keys=True, default=repr)
 
 
-def counts(rows: Iterable[JobRow]) -> dict[str, int]:
-    """How many rows carry each badge, and how many there are."""
+def counts(jobs: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """How many jobs there are, and how many carry each badge."""
     found = {"jobs": 0, "failing": 0, "stale": 0, "paused": 0, "running": 0}
-    for row in rows:
+    for job in jobs:
         found["jobs"] += 1
-        for badge in row.badges:
+        for badge in badges(job):
             found[badge] += 1
     return found
 

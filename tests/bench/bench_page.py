@@ -3,9 +3,9 @@ interactive (measured once).
 
 1. Server, in a fresh process: ``create_app`` with 10k declared jobs (the cold-start mix of
    ``bench_engine``), then ``GET /`` through httpx in-process: its size (plain and gzipped),
-   its time (p50 of 5), the render alone (``render_status`` over ``engine.jobs()``), and the
-   longest the event loop was held during those requests (the render runs in a thread; what
-   holds the loop is ``engine.jobs()``, which ``GET /jobs`` pays too). Also a job's page.
+   its time (p50 of 5), the render alone (``render_status`` over the jobs of ``GET /jobs``),
+   and the longest the event loop was held during those requests (the jobs are built, and
+   the page rendered and gzipped, off the loop). Also a job's page.
 2. Browser: ``schedctl serve`` on the same jobs, and Debian's Chromium through Playwright:
    time to interactive (navigation start to the page's script having bound its handlers,
    ``performance.mark("schedctl-ready")``), the renderer's main-thread CPU time until then,
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -49,6 +50,7 @@ CHROMIUM_ARGS = [
 ]
 GET_TARGET_MS = 1500.0
 TTI_TARGET_MS = 3000.0
+LOOP_TARGET_MS = 50.0
 
 
 # -- server side, in a fresh process ----------------------------------------------------------
@@ -71,47 +73,53 @@ async def _server() -> dict[str, Any]:
             await asyncio.sleep(0.001)
             held.append(time.perf_counter() - before - 0.001)
 
-    async with helpers.running_app(helpers.settings(root, schedules)) as (app, _ready):
+    # Tuned as `schedctl serve` tunes its process (GC thresholds and freeze, GIL switch
+    # interval): what a page costs the loop there.
+    tuned = dataclasses.replace(helpers.settings(root, schedules), tune_process=True)
+    async with helpers.running_app(tuned) as (app, _ready):
         engine = app.state.engine
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             plain = {"accept-encoding": "identity"}
             first = await client.get("/", headers=plain)
             assert first.status_code == 200 and first.text.count("<tr data-id=") == JOBS
-            stop = asyncio.Event()
-            watcher = asyncio.create_task(watch_loop(stop))
             get_s = []
             for _ in range(RUNS):
                 started = time.perf_counter()
                 response = await client.get("/", headers=plain)
                 get_s.append(time.perf_counter() - started)
+            # The client shares this loop: take the gzipped bytes as they come, undecoded,
+            # so what the watcher sees is the server's doing.
+            stop = asyncio.Event()
+            watcher = asyncio.create_task(watch_loop(stop))
+            gzip_bytes = 0
+            for _ in range(RUNS):
+                async with client.stream("GET", "/", headers={"accept-encoding": "gzip"}) as got:
+                    gzip_bytes = sum([len(chunk) async for chunk in got.aiter_raw()])
+                    encoding = got.headers.get("content-encoding")
             stop.set()
             await watcher
-            gzipped = await client.get("/", headers={"accept-encoding": "gzip"})
             job_s = []
             for _ in range(RUNS):
                 started = time.perf_counter()
                 assert (await client.get("/ui/jobs/job-000001")).status_code == 200
                 job_s.append(time.perf_counter() - started)
-        jobs_s, render_s = [], []
+        render_s = []
+        jobs = await engine.jobs_async()
         for _ in range(RUNS):
-            started = time.perf_counter()
-            jobs = engine.jobs()
-            jobs_s.append(time.perf_counter() - started)
             started = time.perf_counter()
             render_status(jobs, engine.status(), datetime.now(UTC))
             render_s.append(time.perf_counter() - started)
     shutil.rmtree(root, ignore_errors=True)
     return {
         "bytes": len(response.content),
-        "gzip_bytes": int(gzipped.headers["content-length"]),
-        "gzip": gzipped.headers.get("content-encoding"),
+        "gzip_bytes": gzip_bytes,
+        "gzip": encoding,
         "get_ms": statistics.median(get_s) * 1000,
         "job_ms": statistics.median(job_s) * 1000,
-        "jobs_ms": statistics.median(jobs_s) * 1000,
-        "jobs_max_ms": max(jobs_s) * 1000,
         "render_ms": statistics.median(render_s) * 1000,
         "loop_held_ms": max(held) * 1000 if held else float("nan"),
+        "loop_p99_ms": sorted(held)[int(len(held) * 0.99)] * 1000 if held else float("nan"),
     }
 
 
@@ -300,20 +308,15 @@ def run() -> list[dict[str, Any]]:
             {
                 "benchmark": "status page 10k: render alone (p50)",
                 "schedctl": _ms(server["render_ms"]),
-                "note": "render_status() over engine.jobs(): view model, Jinja2, no I/O",
+                "note": "render_status() over GET /jobs's jobs: view model and Jinja2, no I/O",
             },
             {
-                "benchmark": "status page 10k: engine.jobs() (p50)",
-                "schedctl": _ms(server["jobs_ms"]),
-                "note": "the engine's read model, which GET /jobs serves too",
-            },
-            {
-                "benchmark": "status page 10k: event loop held during GET /",
-                "schedctl": f"{_ms(server['loop_held_ms'])} (engine.jobs() at most"
-                f" {_ms(server['jobs_max_ms'])})",
-                "target": "<= engine.jobs() + 100 ms",
-                "ok": server["loop_held_ms"] <= server["jobs_max_ms"] + 100,
-                "note": "the render and gzip run in a thread; engine.jobs() runs on the loop",
+                "benchmark": "status page 10k: event loop lag during GET / (p99, max)",
+                "schedctl": f"{_ms(server['loop_p99_ms'])}, {_ms(server['loop_held_ms'])}",
+                "target": f"p99 <= {LOOP_TARGET_MS:.0f} ms",
+                "ok": server["loop_p99_ms"] <= LOOP_TARGET_MS,
+                "note": "a 1 ms sleep on the loop, timed; the jobs are built (engine.jobs_async),"
+                " rendered and gzipped in threads; engine tuned as schedctl serve tunes it",
             },
             {"benchmark": "job page: GET /ui/jobs/{id} (p50)", "schedctl": _ms(server["job_ms"])},
         ]

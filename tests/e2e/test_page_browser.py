@@ -314,9 +314,6 @@ def test_a_job_page_shows_its_spec_runs_and_next_fire_times(
     assert all(" 02:00:00" in li for li in page.locator("#fires li").all_inner_texts())
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the engine does not capture tracebacks and logs yet (issue 8 item 1)"
-)
 def test_a_job_page_shows_the_failed_runs_traceback_and_logs(
     serve: ServeFactory, showcase: Path, open_tab: Any, tmp_path: Path
 ) -> None:
