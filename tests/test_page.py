@@ -476,7 +476,7 @@ def test_the_fields_the_engine_will_fill_are_shown_when_present() -> None:
     job_page = Page(render_job({**JOB, "runs": [RUN]}, NOW))
     runs = job_page.text("runs")
     assert "Traceback (most recent call last)" in runs
-    assert "WARNING <b>slow</b> disk" in runs
+    assert "2026-03-02 02:00:00.500 +01:00 WARNING <b>slow</b> disk" in runs
     assert "1.5 s" in runs and "local" in runs
     assert "sk-live-123" not in job_page.html
     spec = job_page.text("spec")

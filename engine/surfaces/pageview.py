@@ -33,6 +33,7 @@ __all__ = [
     "fire_times",
     "job_href",
     "job_row",
+    "log_time",
     "moment",
     "pretty",
     "relative",
@@ -48,6 +49,7 @@ STATUSES = frozenset(
 )
 _UNITS = ((86400, "d"), (3600, "h"), (60, "min"), (1, "s"))
 _ISO = re.compile(r"(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)?$")
+_LOG_TIME = re.compile(r"(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$")
 _PLAIN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 _LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
 
@@ -249,6 +251,15 @@ def counts(jobs: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     return found
 
 
+def log_time(iso: str) -> str:
+    """A log record's instant to the millisecond: ``2026-03-02 02:00:00.500 +01:00``."""
+    found = _LOG_TIME.match(iso)
+    if found is None:
+        return iso
+    offset = "+00:00" if found[4] == "Z" else found[4] or ""
+    return f"{found[1]} {found[2]}{(found[3] or '.000')[:4].ljust(4, '0')} {offset}".rstrip()
+
+
 def duration(seconds: float | None) -> str:
     """``12 ms``, ``3.4 s``, ``2 min 5 s``: as the page's script prints it."""
     if seconds is None:
@@ -328,7 +339,7 @@ def run_views(runs: Iterable[Mapping[str, Any]], now: datetime) -> list[dict[str
         status = str(run.get("status"))
         logs = [
             {
-                "at": str(log.get("at")),
+                "at": log_time(str(log.get("at"))),
                 "level": str(log.get("level")),
                 "level_class": str(log.get("level")) if log.get("level") in _LEVELS else "other",
                 "message": str(log.get("message")),

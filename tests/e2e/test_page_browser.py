@@ -232,8 +232,12 @@ def cell_background(page: Any, job_id: str) -> str:
 def test_the_status_page_lists_jobs_errors_and_failing_jobs(
     serve: ServeFactory, showcase: Path, open_tab: Any, tmp_path: Path
 ) -> None:
+    billing = showcase / "schedules" / "billing.yaml"
+    write(billing, BROKEN.replace("crn:", "cron:"))
     server = serve()
     wait_failed(server, "inventory-sync")
+    write_atomic(billing, BROKEN)  # a typo: its job keeps running as last applied
+    server.wait_job("billing-export", lambda job: job.get("stale"), what="billing-export stale")
     tab = open_tab(server)
     page = tab.open()
 
@@ -241,6 +245,12 @@ def test_the_status_page_lists_jobs_errors_and_failing_jobs(
     errors = page.inner_text("#file-errors")
     assert "billing.yaml:4:5" in errors
     assert "unknown field 'crn'; did you mean 'cron'?" in errors
+    stale = page.locator('#jobs tr[data-id="billing-export"]')
+    assert "stale" in stale.locator("td.c-id").inner_text().lower()
+    assert cell_background(page, "billing-export") not in {
+        cell_background(page, "heartbeat"),
+        cell_background(page, "inventory-sync"),
+    }
 
     failing = page.locator('#jobs tr[data-id="inventory-sync"]')
     assert "failing" in failing.locator("td.c-id").inner_text().lower()  # a word ...
