@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench torture torture-proof clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found; run 'make PYTHON=python3 ...'"; exit 1; }
@@ -22,8 +22,18 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# The torture suite's short version runs after the rest, its scenarios side by side.
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not torture_short"
+	$(BIN)/pytest tests/torture -m torture_short -n 5
+
+# The full torture suite (tests/torture, about 11 minutes, its scenarios side by side): tables in .torture/.
+torture: $(STAMP)
+	TORTURE=full $(BIN)/pytest tests/torture -m torture_full -n 5
+
+# The claim-off proof: the replica scenario must catch runs fired twice.
+torture-proof: $(STAMP)
+	TORTURE=proof $(BIN)/pytest tests/torture -m torture_proof
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
@@ -33,4 +43,4 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.bench
 
 clean:
-	rm -rf $(VENV) .engine .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .engine .torture .pytest_cache .mypy_cache .ruff_cache

@@ -7,6 +7,7 @@ SchedctlError
 │   └── FieldError                 a rule across fields, located at one of them
 ├── TaskError(LookupError)         a task path that does not resolve
 ├── SettingsError(ValueError)      a setting (ENGINE_*, a flag) is wrong; names it
+├── JobThreadsExhausted(RuntimeError)  a job's earlier runs still hold their threads
 ├── Problem                        (not an exception) one located problem of a file
 ├── JobRefused(ValueError)         the runtime API refuses a job (not serialisable, ...)
 │   └── NotLeader                  a standby's change that no leader applied in time
@@ -22,6 +23,7 @@ __all__ = [
     "DurationError",
     "FieldError",
     "JobRefused",
+    "JobThreadsExhausted",
     "NotLeader",
     "Problem",
     "SchedctlError",
@@ -86,6 +88,19 @@ class NotLeader(JobRefused):
 
 class StateError(SchedctlError):
     """The state database cannot be used; the message says what is wrong and where."""
+
+
+class JobThreadsExhausted(SchedctlError, RuntimeError):
+    """A ``def`` run is refused: earlier runs of its job are still stuck in their threads."""
+
+    def __init__(self, job_id: str, stuck: int) -> None:
+        if stuck == 1:
+            what = "1 earlier run of this job is still stuck in its thread"
+        else:
+            what = f"{stuck} earlier runs of this job are still stuck in their threads"
+        super().__init__(f"{what} after timing out; this run is refused until one returns")
+        self.job_id = job_id
+        self.stuck = stuck
 
 
 @dataclass(frozen=True, order=True)

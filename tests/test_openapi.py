@@ -182,7 +182,7 @@ async def test_every_answer_conforms_to_the_published_openapi(engine: Running) -
     await asyncio.to_thread(conforms)
     assert set(seen) == {f"GET {path}" for path in engine.app.openapi()["paths"]}
     assert {200, 404} <= seen["GET /jobs/{job_id}"]
-    assert {200, 400} <= seen["GET /jobs"]
+    assert 200 in seen["GET /jobs"]  # the 400s of bad filters: test_status_api
 
 
 # -- no request of any shape gets a 5xx -----------------------------------------------------

@@ -112,7 +112,7 @@ def statuses(runs: list[dict[str, Any]]) -> list[str]:
 
 
 def finished(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [run for run in runs if run["status"] != "running"]
+    return [run for run in runs if run["status"] not in ("queued", "running")]
 
 
 # -- outcomes -----------------------------------------------------------------------------

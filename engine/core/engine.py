@@ -29,6 +29,7 @@ from engine.execution.dispatch import Dispatcher
 from engine.execution.runner import Runner
 from engine.execution.task import Task
 from engine.execution.threads import DaemonExecutor, TaskThreads
+from engine.execution.watch import LoopWatch
 from engine.files.preview import aware
 from engine.files.tasks import ensure_cwd_on_path, resolve_task
 from engine.metrics import JobSample, Metrics
@@ -46,6 +47,7 @@ __all__ = ["EVENT_FIELDS", "VERSION", "Engine", "event_of"]
 log = logging.getLogger("schedctl")
 VERSION = __version__
 T = TypeVar("T")
+DB_SILENCE_S = 8.0  # no answer from the database this long: it counts as unreachable
 EVENT_FIELDS = (
     "revision",
     "commit",
@@ -76,6 +78,8 @@ class Engine:
         self.lease = Lease(self.db, ttl=self.settings.lease_ttl)
         # Blocking database and file work runs here: daemon threads, never joined at exit.
         self.io = DaemonExecutor(4, "schedctl-io")
+        # The lease's own thread: a renewal never queues behind reads that requests start.
+        self.lease_io = DaemonExecutor(1, "schedctl-lease")
         self.threads = TaskThreads(self.settings.thread_pool_size)
         self.tuning = ProcessTuning(self.settings.tune_process)
         self.history = History(self.settings.history_limit, on_change=self._run_changed)
@@ -95,12 +99,14 @@ class Engine:
         self.leading = False
         self.ready = False
         self.started_at: float | None = None
-        self.database_ok = True
+        self._db_seen = time.monotonic()  # the last time the database answered
+        self._db_failed = False
         self._stopping = False
         self._tasks: list[asyncio.Task[Any]] = []
         # a standby's copy of the leader's facts
         self.remote: dict[str, Any] = {}
         self.metrics.source = self._job_samples
+        self.watch: LoopWatch | None = None
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -110,6 +116,21 @@ class Engine:
     def facade_runtime(self) -> RuntimeOps:
         """The runtime API's operations on the live scheduler (the leader's)."""
         return RuntimeOps(self.facade)
+
+    @property
+    def database_ok(self) -> bool:
+        """The database answered lately (a call that hangs counts against it too)."""
+        silent = time.monotonic() - self._db_seen
+        return not self._db_failed and silent < DB_SILENCE_S
+
+    def database_answered(self) -> None:
+        self._db_seen = time.monotonic()
+        self._db_failed = False
+        self.metrics.database_up.set(1)
+
+    def database_failed(self) -> None:
+        self._db_failed = True
+        self.metrics.database_up.set(0)
 
     def fence_now(self) -> Fence | None:
         """The lease to write under, while this process may act as the leader."""
@@ -126,6 +147,11 @@ class Engine:
         which the loop waits for at exit)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.io, partial(func, *args))
+
+    async def leasing(self, func: Callable[..., T], *args: Any) -> T:
+        """Run a lease call on the lease's own thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.lease_io, partial(func, *args))
 
     def _resolve(self, task: Task) -> Callable[..., Any]:
         if task.declared:
@@ -145,6 +171,8 @@ class Engine:
         ensure_cwd_on_path()
         self.started_at = time.time()
         self.dispatcher.bind(asyncio.get_running_loop())
+        self.watch = LoopWatch(asyncio.get_running_loop(), on_block=self._loop_blocked)
+        self.watch.start()
         capture.install()
         self.persister.start()
         try:
@@ -154,7 +182,7 @@ class Engine:
             capture.uninstall()
             raise
         except Exception as exc:
-            self.database_ok = False
+            self.database_failed()
             log.error("Cannot reach the state database (%s); will keep trying.", exc)
         else:
             await self.leadership.first_try()
@@ -190,12 +218,15 @@ class Engine:
             await asyncio.wait_for(asyncio.shield(stopper), timeout=min(budget, 3.0))
         self.leading = False
         self.metrics.leader.set(0)
-        release = loop.run_in_executor(self.io, self.lease.release)
+        release = loop.run_in_executor(self.lease_io, self.lease.release)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.shield(release), timeout=1.0)
         self.reconciling.close()
+        if self.watch is not None:
+            self.watch.stop()
         capture.uninstall()
         self.io.shutdown(wait=False)
+        self.lease_io.shutdown(wait=False)
         self.db.close()
         self.ready = False
         self.tuning.restore()
@@ -235,6 +266,24 @@ class Engine:
             )
         self.metrics.jobs.labels("declared").set(declared)
         self.metrics.jobs.labels("runtime").set(len(facade.catalog) - declared)
+
+    def _loop_blocked(self, job_id: str | None, attempt: int | None, seconds: float) -> None:
+        """The loop was held for ``seconds``: name the run, and put it on its record."""
+        if job_id is None:
+            log.warning("The event loop was held for %.1f s (not by a run).", seconds)
+            return
+        message = (
+            f"this run held the event loop for {seconds:.1f} s (an async def task doing "
+            "blocking work? use a def task, or await asyncio.to_thread(...))"
+        )
+        log.warning("Job %s (attempt %s) held the event loop for %.1f s.", job_id, attempt, seconds)
+        for run in self.history.runs(job_id):
+            if run.attempt == attempt:
+                note = logging.LogRecord("schedctl", logging.WARNING, "", 0, message, None, None)
+                if not capture.note(run.run_id, note):  # the run has ended: amend its record
+                    run.logs = [*(run.logs or []), capture.as_record(note, run.scheduled_at.tzinfo)]
+                    self.history.amend(run)
+                return
 
     # -- reconcile ---------------------------------------------------------------------
 
@@ -345,7 +394,7 @@ class Engine:
             declared_now=entry is not None,
             events=events,
         )
-        return explain(facts)
+        return await self.blocking(explain, facts)  # fire times can take a while: off the loop
 
     @property
     def role(self) -> str:
@@ -379,16 +428,17 @@ class Engine:
         if self.leading:
             if not self.facade.running:
                 return False, "stalled"
-            if self.threads.oldest_wait() > self.settings.stall_after:
+            pool = self.threads.stats()
+            if pool.exhausted or pool.oldest_queued_s > self.settings.stall_after:
                 return False, "stalled"
         elif not self.leadership.leader_seen_recently():
             return False, "no leader"
         return True, "ready"
 
     def loop_lag_ms(self) -> float:
-        return round(self.loop_lag * 1000, 3)
-
-    loop_lag = 0.0  # seconds: set by the loop watch
+        lag = self.watch.lag_ms if self.watch is not None else 0.0
+        self.metrics.loop_lag.set(lag / 1000)
+        return round(lag, 3)
 
     def stalled(self) -> bool:
         """A due run has waited more than ``stall_after`` without being dispatched."""
@@ -398,7 +448,7 @@ class Engine:
         due = self.facade.store.get_next_run_time()
         if due is not None and (datetime.now(UTC) - due).total_seconds() > limit:
             return True
-        if self.threads.oldest_wait() > limit:
+        if self.threads.stats().oldest_queued_s > limit:
             return True
         claims = self.dispatcher.claims_in_flight
         return bool(claims and time.monotonic() - self.dispatcher.oldest_claim > limit)

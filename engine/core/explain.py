@@ -45,19 +45,19 @@ class Facts:
 
 
 def nearest_fires(
-    fires_after: Callable[[datetime], datetime | None], at: datetime
+    fires_after: Callable[[datetime], datetime | None], at: datetime, budget: int = 5000
 ) -> tuple[datetime | None, datetime | None]:
-    """(the last fire at or before ``at``, the first fire after it)."""
+    """(the last fire at or before ``at``, the first fire after it); at most ``budget``
+    fire times are computed (a per-second job asked about a year ago: None before)."""
     following = fires_after(at + timedelta(microseconds=1))
     previous = None
     for window in _WINDOWS:
         cursor = fires_after(at - window)
-        steps = 0
-        while cursor is not None and cursor <= at and steps < 100_000:
+        while cursor is not None and cursor <= at and budget > 0:
             previous = cursor
             cursor = fires_after(cursor + timedelta(microseconds=1))
-            steps += 1
-        if previous is not None:
+            budget -= 1
+        if previous is not None or budget <= 0:
             break
     return previous, following
 
@@ -70,7 +70,10 @@ def explain(facts: Facts) -> dict[str, Any]:
     at, tz = facts.at, facts.tz
     previous = following = None
     if facts.fires_after is not None:
-        previous, following = nearest_fires(facts.fires_after, at)
+        try:
+            previous, following = nearest_fires(facts.fires_after, at)
+        except (OverflowError, ValueError):  # an instant near year 1 or 9999
+            previous = following = None
     fire: datetime | None = None
     for candidate in (previous, following):
         if candidate is not None and abs(candidate - at) <= TOLERANCE:

@@ -70,7 +70,7 @@ class Leadership:
         """At start: lead at once if the lease is free, else stand by with a view."""
         engine = self.engine
         try:
-            if await engine.blocking(engine.lease.try_acquire):
+            if await engine.leasing(engine.lease.try_acquire):
                 await self.lead()
                 return
             log.info("Another process holds the leader lease; standing by.")
@@ -97,7 +97,7 @@ class Leadership:
         engine = self.engine
         try:
             await engine.blocking(engine.db.migrate)
-            acquired = await engine.blocking(engine.lease.try_acquire)
+            acquired = await engine.leasing(engine.lease.try_acquire)
         except Exception as exc:
             self._database_down(exc)
             return
@@ -125,7 +125,7 @@ class Leadership:
         if not lease.valid():
             await self.stop_leading("the lease ran out before it could be renewed")
             return
-        renewal = asyncio.get_running_loop().run_in_executor(engine.io, lease.renew)
+        renewal = asyncio.get_running_loop().run_in_executor(engine.lease_io, lease.renew)
         left = lease.valid_until - time.monotonic()
         try:
             renewed = await asyncio.wait_for(asyncio.shield(renewal), timeout=max(0.0, left))
@@ -140,14 +140,16 @@ class Leadership:
         if not renewed:
             await self.stop_leading("another process took the lease over")
             return
-        engine.database_ok = engine.persister.healthy
+        if engine.persister.healthy:
+            engine.database_answered()
+        else:
+            engine.database_failed()
         self._leader_seen = time.monotonic()
 
     def _database_down(self, exc: BaseException) -> None:
         if self.engine.database_ok:
             log.error("The state database is unreachable (%s); will keep trying.", _short(exc))
-        self.engine.database_ok = False
-        self.engine.metrics.database_up.set(0)
+        self.engine.database_failed()
 
     def leader_seen_recently(self) -> bool:
         """A standby's answer to "does anyone fire?": a live lease seen within 2 TTLs."""
@@ -181,9 +183,8 @@ class Leadership:
             engine.persister.bind(facade.job_row, facade.next_run_of, engine.fence_now)
             engine.reconciling.apply(snapshot, commit, "start", time.perf_counter(), desired)
             facade.start()
-        engine.database_ok = True
+        engine.database_answered()
         engine.metrics.leader.set(1)
-        engine.metrics.database_up.set(1)
         self._leader_seen = time.monotonic()
         engine.event("leader", action="acquired", detail=f"epoch {fence.epoch} {fence.holder}")  # type: ignore[union-attr]
         engine.tuning.apply()
@@ -231,7 +232,7 @@ class Leadership:
         epoch = engine.lease.epoch
         engine.lease.drop()
         with contextlib.suppress(Exception):
-            await engine.blocking(engine.lease.lock.release)
+            await engine.leasing(engine.lease.lock.release)
         log.error("Stopped firing: %s. Standing by.", why)
         engine.event("leader", action="lost", detail=f"epoch {epoch}: {why}")
         self._view_since = None
@@ -290,10 +291,9 @@ class Leadership:
             facade.restore(rows, {}, self._specs)
             engine.history.merge(runs_from_rows(run_rows))
         engine.remote = facts
-        engine.database_ok = True
-        engine.metrics.database_up.set(1)
+        engine.database_answered()
         self._view_since = started
-        if await engine.blocking(engine.lease.leader_alive):
+        if await engine.leasing(engine.lease.leader_alive):
             self._leader_seen = time.monotonic()
 
 

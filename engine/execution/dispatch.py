@@ -51,7 +51,6 @@ class Dispatcher:
         self._fence = fence
         self._may_fire = may_fire
         self.active: dict[str, set[asyncio.Task[str]]] = {}
-        self._pending: dict[str, int] = {}  # queued claims on their way, per job
         self.claims_in_flight = 0
         self.oldest_claim = 0.0  # monotonic time the oldest claim in flight was sent
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -61,9 +60,10 @@ class Dispatcher:
         self._loop = loop
 
     def busy(self, job_id: str) -> int:
-        """Runs of the job in progress here, counting those whose claim is on its way."""
+        """Runs of the job in progress here (a run whose claim is still on its way is not:
+        it starts behind them, see ``_start``)."""
         running = self.active.get(job_id)
-        return (len(running) if running else 0) + self._pending.get(job_id, 0)
+        return len(running) if running else 0
 
     # -- due runs ------------------------------------------------------------------------
 
@@ -93,8 +93,6 @@ class Dispatcher:
                 claims.append(Claim(job_id, scheduled, "skipped", _busy(task), fence=fence))
             else:
                 claims.append(Claim(job_id, scheduled, deadline=scheduled + grace, fence=fence))
-        if any(c.status == "queued" for c in claims):
-            self._pending[job_id] = self._pending.get(job_id, 0) + 1
         self.send(claims, functools.partial(self._claimed, job_id, task))
 
     def run_now(self, job_id: str, task: Task) -> None:
@@ -103,7 +101,6 @@ class Dispatcher:
         # run's record must name the very float its claim was made with.
         now = datetime.now(UTC).timestamp()
         claim = Claim(job_id, now, deadline=now + 60, fence=self._fence())
-        self._pending[job_id] = self._pending.get(job_id, 0) + 1
         self.send([claim], functools.partial(self._claimed, job_id, task))
 
     def send(self, claims: list[Claim], done: Callable[[list[Claim]], None]) -> None:
@@ -123,12 +120,6 @@ class Dispatcher:
         done(batch)
 
     def _claimed(self, job_id: str, task: Task, claims: list[Claim]) -> None:
-        if any(c.status == "queued" or c.outcome == "missed" for c in claims):
-            left = self._pending.get(job_id, 1) - 1
-            if left > 0:
-                self._pending[job_id] = left
-            else:
-                self._pending.pop(job_id, None)
         start: list[datetime] = []
         epoch = claims[0].fence.epoch if claims and claims[0].fence else None
         for claim in claims:
@@ -159,17 +150,29 @@ class Dispatcher:
 
     def _start(self, job_id: str, task: Task, run_times: list[datetime], epoch: int | None) -> None:
         running = self.active.setdefault(job_id, set())
+        assert self._loop is not None
+        if len(run_times) == 1:  # the usual case: no extra coroutine in between
+            work: Any = functools.partial(self.runner.execute, job_id, run_times[0], task, epoch)
+        else:
+            work = functools.partial(self._in_order, job_id, run_times, task, epoch)
         if running and task.concurrency == "replace":
             for other in list(running):
                 other.cancel()
-        assert self._loop is not None
-        if len(run_times) == 1:  # the usual case: no extra coroutine in between
-            work: Any = self.runner.execute(job_id, run_times[0], task, epoch)
+            coro = work()
+        elif len(running) >= task.limit:
+            # Due while another run's claim was on its way (after an outage, a takeover):
+            # it starts once the runs before it end, as runs caught up do.
+            coro = self._after(list(running), work)
         else:
-            work = self._in_order(job_id, run_times, task, epoch)
-        started = self._loop.create_task(work, name=f"schedctl-run:{job_id}")
+            coro = work()
+        started = self._loop.create_task(coro, name=f"schedctl-run:{job_id}")
         running.add(started)
         started.add_done_callback(functools.partial(self._done, job_id))
+
+    async def _after(self, before: list[asyncio.Task[str]], work: Callable[[], Any]) -> str:
+        await asyncio.wait(before)
+        status: str = await work()
+        return status
 
     async def _in_order(
         self, job_id: str, run_times: list[datetime], task: Task, epoch: int | None

@@ -15,7 +15,6 @@ engine's deadline makes a ``timeout``.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import inspect
 import logging
@@ -24,9 +23,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from engine.errors import JobThreadsExhausted
 from engine.execution import capture, context
 from engine.execution.task import Task
-from engine.execution.threads import JobThreadsExhausted, TaskThreads
+from engine.execution.threads import Abandoned, TaskThreads
+from engine.execution.watch import as_run
 from engine.redact import mask_text
 from engine.state.history import History, Run
 
@@ -112,50 +113,57 @@ class Runner:
         run_ctx = context.RunContext(
             job_id, scheduled_at.astimezone(task.tz), attempt, record.run_id
         )
-        capture.open_run(record.run_id, (lambda text: self._mask(task, text)))
+        capture.open(record.run_id, lambda text: self._mask(task, text), task.tz)
         token = context.enter(run_ctx)
         log.debug("→ %s attempt %d (scheduled %s)", job_id, attempt, scheduled_at.isoformat())
         future: Any = None
         try:
-            async with asyncio.timeout(task.timeout) as deadline:
-                if is_async:
-                    await func(*task.args, **task.kwargs)
-                else:
-                    future = self.threads.submit(
-                        job_id,
-                        contextvars.copy_context().run,
-                        func,
-                        *task.args,
-                        on_start=functools.partial(self.history.begin, record),
-                        **task.kwargs,
+            try:
+                async with asyncio.timeout(task.timeout) as deadline:
+                    if is_async:
+                        await as_run(func(*task.args, **task.kwargs), job_id, attempt)
+                    else:
+                        # The pool copies this context (current_run) into the thread.
+                        future = self.threads.submit(
+                            job_id,
+                            functools.partial(func, *task.args, **task.kwargs),
+                            on_start=functools.partial(self.history.begin, record),
+                        )
+                        await asyncio.wrap_future(future)
+            except TimeoutError as exc:
+                if not deadline.expired():  # the task's own TimeoutError: a failure
+                    return self._end(record, task, "failed", _error(exc), _traceback(exc))
+                if future is not None and self.threads.abandon(future) is Abandoned.NEVER_STARTED:
+                    return self._end(
+                        record,
+                        task,
+                        "failed",
+                        f"never started: no task thread was free within its "
+                        f"{task.timeout:g}s timeout",
                     )
-                    await asyncio.wrap_future(future)
-        except TimeoutError as exc:
-            if deadline.expired():
-                if future is not None:
-                    self.threads.abandon(future)
                 return self._end(
                     record, task, "timeout", f"still running after {task.timeout:g}s; cancelled"
                 )
-            return self._end(record, task, "failed", _error(exc), _traceback(exc))
-        except asyncio.CancelledError:
-            if future is not None and not future.done():
-                self.threads.abandon(future)
-                self._end(
-                    record,
-                    task,
-                    "cancelled",
-                    "cancelled; its thread could not be stopped and was left to finish",
-                )
-                future.add_done_callback(functools.partial(self._late, record, task))
-            else:
-                self._end(record, task, "cancelled", "cancelled")
-            raise
-        except JobThreadsExhausted as exc:
-            return self._end(record, task, "failed", str(exc))
-        except (Exception, SystemExit) as exc:  # a task's sys.exit() ends the run, not us
-            return self._end(record, task, "failed", _error(exc), _traceback(exc))
-        else:
+            except asyncio.CancelledError:
+                if future is not None and not future.done():
+                    outcome = self.threads.abandon(future)
+                    if outcome is Abandoned.NEVER_STARTED:
+                        self._end(record, task, "cancelled", "cancelled before it started")
+                    else:
+                        self._end(
+                            record,
+                            task,
+                            "cancelled",
+                            "cancelled; its thread could not be stopped and was left to finish",
+                        )
+                        future.add_done_callback(functools.partial(self._late, record, task))
+                else:
+                    self._end(record, task, "cancelled", "cancelled")
+                raise
+            except JobThreadsExhausted as exc:
+                return self._end(record, task, "failed", str(exc))
+            except (Exception, SystemExit) as exc:  # a task's sys.exit() ends the run, not us
+                return self._end(record, task, "failed", _error(exc), _traceback(exc))
             return self._end(record, task, "success")
         finally:
             context.leave(token)
@@ -169,6 +177,14 @@ class Runner:
         trace: str | None = None,
     ) -> str:
         logs = capture.close(record.run_id)
+        if status != "success":  # logged within the run: the line names its job and attempt
+            log.warning(
+                "← %s attempt %d %s: %s",
+                record.job_id,
+                record.attempt,
+                status,
+                error and self._mask(task, error),
+            )
         self.history.finish(
             record,
             status,
@@ -176,12 +192,6 @@ class Runner:
             traceback=self._mask(task, trace) if trace else None,
             logs=logs,
         )
-        if status == "success":
-            log.debug("← %s success", record.job_id)
-        else:
-            log.warning(
-                "← %s attempt %d %s: %s", record.job_id, record.attempt, status, record.error
-            )
         return status
 
     def _late(self, record: Run, task: Task, future: Any) -> None:

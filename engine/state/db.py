@@ -660,6 +660,8 @@ def _connect_args(dialect: str) -> dict[str, Any]:
                 "keepalives_idle": 5,
                 "keepalives_interval": 2,
                 "keepalives_count": 2,
+                # Data a frozen server or proxy never acknowledges fails the call in 5 s.
+                "tcp_user_timeout": 5000,
                 "options": (
                     "-c statement_timeout=15000 -c idle_in_transaction_session_timeout=30000"
                 ),

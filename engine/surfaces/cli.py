@@ -8,8 +8,10 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from engine._version import __version__
 from engine.errors import SchedctlError, SettingsError
 from engine.files.cron import CronExpression
 from engine.files.loader import Loader
@@ -26,17 +28,52 @@ class UsageError(SchedctlError):
 
 
 _URL_HELP = "the running engine (default: ENGINE_URL, else http://127.0.0.1:8000)"
+_SCHEDULES_HELP = "schedules folder (default: ENGINE_SCHEDULES_DIR, else schedules)"
+_FILE_SETTINGS = "ENGINE_SCHEDULES_DIR, ENGINE_TASK_MODULES (tasks), ENGINE_TIMEZONE (UTC)"
+
+
+def _command(
+    sub: Any, name: str, summary: str, exits: str, settings: str = ""
+) -> argparse.ArgumentParser:
+    """A subcommand whose --help says what it does, its exit codes and its settings."""
+    epilog = f"exit codes: {exits}"
+    if settings:
+        epilog += f"\nsettings: {settings}"
+    return sub.add_parser(
+        name,
+        help=summary,
+        description=summary,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="schedctl", description="Schedules as code.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="schedctl",
+        description="Schedules as code: YAML job schedules reconciled into a live scheduler.",
+        epilog="`schedctl COMMAND --help` says what a command does, its exit codes and its "
+        "ENGINE_* settings. Flags win over the settings.",
+    )
+    parser.add_argument("--version", action="version", version=f"schedctl {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="run the engine and the status API")
-    serve.add_argument("--schedules", help="schedules folder (default: schedules)")
-    serve.add_argument("--host", help="address to bind (default: 127.0.0.1)")
-    serve.add_argument("--port", help="port (default: 8000)")
-    serve.add_argument("--database", help="SQLAlchemy URL (default: SQLite under .engine/)")
+    serve = _command(
+        sub,
+        "serve",
+        "run the engine (reconcile the files, fire jobs) and the status API",
+        "0 stopped cleanly on SIGTERM/SIGINT; 2 a bad setting or a state database it refuses",
+        "ENGINE_SCHEDULES_DIR, ENGINE_DATABASE_URL, ENGINE_TASK_MODULES, ENGINE_TIMEZONE, "
+        "ENGINE_HOST, ENGINE_PORT, ENGINE_EXTENSIONS, ENGINE_LOG_LEVEL, ENGINE_LOG_FORMAT, "
+        "ENGINE_MASS_REMOVAL_DELAY, ENGINE_CELERY_APP, ENGINE_ALLOWED_HOSTS, ENGINE_API_DOCS, "
+        "ENGINE_RESET_STATE",
+    )
+    serve.add_argument("--schedules", help=_SCHEDULES_HELP)
+    serve.add_argument("--host", help="address to bind (default: ENGINE_HOST, else 127.0.0.1)")
+    serve.add_argument("--port", help="port (default: ENGINE_PORT, else 8000)")
+    serve.add_argument(
+        "--database", help="state database URL (default: SQLite under .engine/; postgresql://...)"
+    )
     serve.add_argument("--no-watch", action="store_true", help="do not watch the files")
     serve.add_argument(
         "--reset-state",
@@ -44,26 +81,96 @@ def _parser() -> argparse.ArgumentParser:
         help="move an empty or corrupt SQLite state file aside and start afresh",
     )
 
-    validate = sub.add_parser("validate", help="check schedule files or folders")
+    validate = _command(
+        sub,
+        "validate",
+        "check schedule files or folders; every problem as path:line:col: error: message",
+        "0 valid; 1 invalid",
+        _FILE_SETTINGS + ", ENGINE_CELERY_APP",
+    )
     validate.add_argument("paths", nargs="*", help="files or folders (default: schedules)")
+    validate.add_argument(
+        "--format",
+        choices=["text", "json", "github"],
+        default="text",
+        help="text (default), json (one object), github (workflow annotations)",
+    )
 
-    nxt = sub.add_parser("next", help="the next fire times of a job or an expression")
+    nxt = _command(
+        sub,
+        "next",
+        "the next fire times of a declared job or a crontab expression, one ISO 8601 per line",
+        "0; 1 on bad input",
+        _FILE_SETTINGS + ", ENGINE_URL",
+    )
     nxt.add_argument("job_id", nargs="?", help="a job id declared under --schedules")
     nxt.add_argument("--cron", help="a crontab expression instead of a job")
-    nxt.add_argument("--schedules", help="schedules folder (default: schedules)")
+    nxt.add_argument("--schedules", help=_SCHEDULES_HELP)
     nxt.add_argument("--tz", help="IANA zone (default: the job's, or UTC)")
     nxt.add_argument("-n", type=int, default=5, help="how many (default: 5)")
     nxt.add_argument("--after", help="ISO 8601 start, exclusive (default: now)")
+    nxt.add_argument(
+        "--url",
+        help="a running engine: an interval job counts from its next run there",
+    )
 
-    plan = sub.add_parser("plan", help="what applying the files would change on an engine")
-    plan.add_argument("--schedules", help="schedules folder (default: schedules)")
+    plan = _command(
+        sub,
+        "plan",
+        "what applying the files would change on a running engine: + added, ~ changed, "
+        "- removed, with fire times before and after",
+        "0 no change; 2 changes; 1 an error",
+        _FILE_SETTINGS + ", ENGINE_URL",
+    )
+    plan.add_argument("--schedules", help=_SCHEDULES_HELP)
     plan.add_argument("--url", help=_URL_HELP)
     plan.add_argument("--format", choices=["text", "json"], default="text", help="output")
 
-    jobs = sub.add_parser("jobs", help="a running engine's jobs as a table")
+    jobs = _command(
+        sub,
+        "jobs",
+        "a running engine's jobs: id, schedule, next run, last run's status and time",
+        "0; 1 when the engine cannot be reached",
+        "ENGINE_URL",
+    )
     jobs.add_argument("--url", help=_URL_HELP)
+    jobs.add_argument("--json", action="store_true", help="the jobs as JSON")
 
-    sub.add_parser("schema", help="JSON Schema of a schedule file")
+    runs = _command(
+        sub,
+        "runs",
+        "a job's newest runs on a running engine, with errors and the last lines of their logs",
+        "0; 1 an unknown job or an engine that cannot be reached",
+        "ENGINE_URL",
+    )
+    runs.add_argument("job_id", help="the job")
+    runs.add_argument("--url", help=_URL_HELP)
+    runs.add_argument("-n", type=int, default=10, help="how many (default: 10)")
+    runs.add_argument("--json", action="store_true", help="the runs as JSON")
+
+    why = _command(
+        sub,
+        "why",
+        "why a job did or did not run at an instant, from its schedule, runs and audit log",
+        "0; 1 an unknown job or an engine that cannot be reached",
+        "ENGINE_URL",
+    )
+    why.add_argument("job_id", help="the job")
+    why.add_argument("--at", help="ISO 8601 instant (default: now; naive: the job's zone)")
+    why.add_argument("--url", help=_URL_HELP)
+
+    run = _command(
+        sub,
+        "run",
+        "run a declared job's task once, here and now, with its args, timeout and retries; "
+        "prints each attempt's outcome, logs and traceback; records nothing in any engine",
+        "0 success; 1 failure",
+        _FILE_SETTINGS,
+    )
+    run.add_argument("job_id", help="a job id declared under --schedules")
+    run.add_argument("--schedules", help=_SCHEDULES_HELP)
+
+    _command(sub, "schema", "the JSON Schema of a schedule file, for editors and CI", "0")
     return parser
 
 
@@ -128,9 +235,24 @@ def _next(args: argparse.Namespace) -> int:
             ) from None
     else:
         after = datetime.now(UTC)
+    if args.url and args.job_id and spec.interval is not None:
+        spec = _phased_by_engine(spec, args.job_id, url_from_env(args.url))
     for when in next_fire_times(spec, after, args.n, zone):
         print(when.isoformat())
     return 0
+
+
+def _phased_by_engine(spec: JobSpec, job_id: str, url: str) -> JobSpec:
+    """An interval job as the running engine fires it: from its next run time there."""
+    from engine.surfaces.inspect import job_on
+
+    job = job_on(url, job_id)
+    if job is None:
+        raise UsageError(f"no job {job_id!r} on {url}")
+    if not job.get("next_run_time"):
+        return spec
+    # Its next run there is a tick of the job's phase: count from it.
+    return spec.model_copy(update={"start": datetime.fromisoformat(job["next_run_time"])})
 
 
 def _declared_spec(job_id: str, schedules: str | None) -> JobSpec:
@@ -174,9 +296,29 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _jobs(args: argparse.Namespace) -> int:
-    from engine.surfaces.remote import print_jobs
+    from engine.surfaces.inspect import print_jobs
 
-    return print_jobs(url_from_env(args.url))
+    return print_jobs(url_from_env(args.url), args.json)
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from engine.surfaces.inspect import print_runs
+
+    if args.n < 1:
+        raise UsageError("-n must be at least 1")
+    return print_runs(url_from_env(args.url), args.job_id, args.n, args.json)
+
+
+def _why(args: argparse.Namespace) -> int:
+    from engine.surfaces.inspect import print_why
+
+    return print_why(url_from_env(args.url), args.job_id, args.at)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from engine.surfaces.run_once import run_once
+
+    return run_once(Settings.from_env(schedules_dir=args.schedules), args.job_id)
 
 
 _COMMANDS = {
@@ -185,5 +327,8 @@ _COMMANDS = {
     "next": _next,
     "plan": _plan,
     "jobs": _jobs,
+    "runs": _runs,
+    "why": _why,
+    "run": _run,
     "schema": _schema,
 }

@@ -1,4 +1,4 @@
-"""``schedctl plan`` and ``schedctl jobs``: the command line against a running engine.
+"""``schedctl plan``: what applying the local files would change on a running engine.
 
 ``plan`` runs the same reconciler the engine runs, with the local files as desired state
 and the engine's declared jobs (``GET /specs``) as live state, so what it prints is what
@@ -24,7 +24,7 @@ from engine.reconciler import Desired, LiveJob, Op, Step, plan
 from engine.redact import mask_url_passwords, redact, secret_digest
 from engine.settings import Settings
 
-__all__ = ["fetch", "plan_against", "print_jobs"]
+__all__ = ["RemoteError", "fetch", "plan_against"]
 
 FIRE_TIMES = 3
 SECRET_CHANGED = "(secret values changed)"
@@ -174,29 +174,3 @@ def _as_json(change: JobChange) -> dict[str, Any]:
 
 def _show(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
-
-
-def print_jobs(url: str) -> int:
-    jobs = fetch(url, "/jobs")["jobs"]
-    rows = [("ID", "SOURCE", "TRIGGER", "NEXT RUN", "PAUSED", "RUNNING", "LAST RUN")]
-    for job in jobs:
-        trigger = job["trigger"]
-        last = job.get("last_run") or {}
-        rows.append(
-            (
-                job["id"],
-                job["source"],
-                f"{trigger['type']} {trigger['expression']}",
-                job["next_run_time"] or "-",
-                "yes" if job["paused"] else "no",
-                str(job["running"]),
-                last.get("status", "-"),
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
-    print(f"{len(jobs)} job{'s' if len(jobs) != 1 else ''}")
-    return 0

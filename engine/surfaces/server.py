@@ -6,26 +6,21 @@ does not resolve is a bad setting (exit 2), not an engine that starts and then s
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import sys
 from dataclasses import replace
-from datetime import UTC, datetime
 from types import FrameType
-from typing import Any
 
 import uvicorn
-from uvicorn.config import LOGGING_CONFIG
 
 from engine.errors import SettingsError, StateError
+from engine.execution.logs import configure_logging
 from engine.settings import Settings
 from engine.state.db import StateDB
 from engine.surfaces.app import create_app
 
-__all__ = ["JsonFormatter", "serve"]
-
-PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+__all__ = ["serve"]
 
 
 class _Server(uvicorn.Server):
@@ -73,7 +68,7 @@ def serve(settings: Settings) -> int:
 
     Raises ``SettingsError`` when the address cannot be bound.
     """
-    _configure_logging(settings)
+    configure_logging(settings.log_level, settings.log_format)
     refused = preflight(settings)
     if refused is not None:
         print(f"schedctl: error: {refused}", file=sys.stderr)
@@ -85,13 +80,12 @@ def serve(settings: Settings) -> int:
         app,
         host=settings.host,
         port=settings.port,
-        log_level=settings.log_level.lower(),
-        log_config=LOGGING_CONFIG if settings.log_format == "text" else None,
+        log_config=None,  # configure_logging sends uvicorn's records through our handler
+        log_level=None,
         lifespan="on",
         # Open requests get a second; the engine's own drain is its shutdown grace.
         timeout_graceful_shutdown=1,
     )
-    logging.getLogger("uvicorn.access").addFilter(_not_a_probe)
     server = _Server(config)
     with sock:
         server.run(sockets=[sock])
@@ -122,47 +116,3 @@ def _bind(host: str, port: int) -> socket.socket:
         ) from None
     sock.set_inheritable(True)
     return sock
-
-
-def _not_a_probe(record: logging.LogRecord) -> bool:
-    """Probes and scrapes come every few seconds: they would drown the access log."""
-    args = record.args
-    if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
-        return args[2].partition("?")[0] not in PROBES
-    return True
-
-
-def _configure_logging(settings: Settings) -> None:
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    handler = logging.StreamHandler()
-    if settings.log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
-    root.setLevel(settings.log_level)
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object a line: ``at``, ``level``, ``logger``, ``message`` and what applies
-    of ``job_id``, ``attempt``, ``exception`` and an access line's request fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "at": datetime.fromtimestamp(record.created, UTC).isoformat(),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for name in ("job_id", "attempt", "run_id"):
-            if hasattr(record, name):
-                line[name] = getattr(record, name)
-        args = record.args
-        if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
-            client, method, path, _, status = args
-            line.update(client=client, method=method, path=path, status=status)
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False, default=repr)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ServeFactory, wait_for, write
+from tests.e2e.conftest import ServeFactory, free_port, wait_for, write
 
 pytestmark = pytest.mark.e2e
 
@@ -19,7 +19,7 @@ def test_serve_refuses_an_empty_state_file_with_one_line_and_exit_2(project: Pat
     state.parent.mkdir()
     state.write_bytes(b"")
     found = subprocess.run(
-        [sys.executable, "-m", "engine", "serve", "--port", "0"],
+        [sys.executable, "-m", "engine", "serve", "--port", str(free_port())],
         cwd=project,
         capture_output=True,
         text=True,

@@ -94,7 +94,11 @@ def test_runs_are_recorded(serve: ServeFactory, project: Path, tmp_path: Path) -
 
     # retried: attempt 1 failed, attempt 2 (after retry_delay) succeeded, same scheduled_at.
     runs = wait_for(
-        lambda: len(r := _runs(server, "flaky")) >= 2 and r[-2]["status"] != "running" and r,
+        lambda: (
+            len(r := _runs(server, "flaky")) >= 2
+            and r[-2]["status"] not in ("queued", "running")
+            and r
+        ),
         what="the first retry to finish",
     )
     first, second = runs[-1], runs[-2]
@@ -107,7 +111,11 @@ def test_runs_are_recorded(serve: ServeFactory, project: Path, tmp_path: Path) -
 
     # retries exhausted: every attempt is its own failed run; the delay doubles.
     runs = wait_for(
-        lambda: len(r := _runs(server, "exhausted")) >= 3 and r[-3]["status"] != "running" and r,
+        lambda: (
+            len(r := _runs(server, "exhausted")) >= 3
+            and r[-3]["status"] not in ("queued", "running")
+            and r
+        ),
         what="three attempts",
     )
     attempts = runs[::-1][:3]

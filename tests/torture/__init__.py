@@ -1,0 +1,1 @@
+"""The torture suite: engines under SIGKILL, SIGSTOP, database outages and hanging tasks."""
