@@ -237,8 +237,9 @@ async def test_no_request_of_any_shape_gets_a_server_error(engine: Running) -> N
         answers.append(response.status_code)
         assert response.status_code < 500, (request, response.status_code, response.text)
         if method not in ("GET", "HEAD") and response.status_code not in (400, 404):
-            # Starlette first redirects /jobs/ to /jobs, which then answers 405.
-            assert response.status_code == (307 if path.endswith("/") else 405)
+            # Starlette first redirects /jobs/ to /jobs, which then answers 405; the status
+            # page's own paths ("/", "/ui/jobs/{id}") answer 405 at once.
+            assert response.status_code in ((307, 405) if path.endswith("/") else (405,))
 
     await asyncio.to_thread(never_a_5xx)
     assert {200, 404, 405} <= set(answers)

@@ -21,7 +21,7 @@ from fastapi import FastAPI
 
 from engine.core.engine import VERSION, Engine
 from engine.settings import Settings
-from engine.surfaces import aps
+from engine.surfaces import aps, page
 from engine.surfaces.hosts import HostCheck
 from engine.surfaces.http import router
 from engine.surfaces.runtime_api import Scheduler
@@ -99,5 +99,6 @@ def create_app(
         openapi_url="/openapi.json" if docs else None,
     )
     app.include_router(router)
+    app.include_router(page.router)
     app.add_middleware(HostCheck, bound=settings.host, allowed=settings.allowed_hosts)
     return app
