@@ -18,6 +18,7 @@ import asyncio
 import functools
 import inspect
 import logging
+import os
 import traceback as tb
 from collections.abc import Callable
 from datetime import datetime
@@ -211,8 +212,15 @@ def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+_ENGINE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def _traceback(exc: BaseException) -> str:
-    text = "".join(tb.format_exception(exc))
+    """The task's traceback: the engine's own frames (runner, thread pool) left out."""
+    trace = exc.__traceback__
+    while trace is not None and trace.tb_frame.f_code.co_filename.startswith(_ENGINE_DIR):
+        trace = trace.tb_next
+    text = "".join(tb.format_exception(type(exc), exc, trace or exc.__traceback__))
     if len(text) > TRACEBACK_CHARS:
         text = text[: TRACEBACK_CHARS // 4] + "\n...\n" + text[-3 * TRACEBACK_CHARS // 4 :]
     return text
