@@ -18,7 +18,6 @@ import logging
 import os
 import subprocess
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,7 +60,6 @@ class Reconciling:
         self.loader = Loader(
             settings.task_modules,
             settings.timezone,
-            **_loader_options(settings),
         )
         self.lock = asyncio.Lock()
         self.dirty = asyncio.Event()
@@ -72,8 +70,15 @@ class Reconciling:
         self.pending: dict[str, Any] | None = None  # held mass removal: ids, apply_at
         self._desired_cache: dict[int, tuple[Declared, Desired]] = {}
         self._due_timer: asyncio.TimerHandle | None = None
+        self._reason = "change"
 
     def request(self) -> None:
+        """A file changed (the watcher's door)."""
+        self.request_for("change")
+
+    def request_for(self, reason: str) -> None:
+        """Reconcile soon; bursts coalesce into one reconcile, with the latest reason."""
+        self._reason = reason
         self.dirty.set()
 
     def scan(self) -> tuple[Snapshot, str | None]:
@@ -97,17 +102,10 @@ class Reconciling:
             await self.dirty.wait()
             self.dirty.clear()
             try:
-                await self.reconcile("change" if not self._reason else self._reason)
+                reason, self._reason = self._reason, "change"
+                await self.reconcile(reason)
             except Exception:
                 log.exception("Reconcile failed; the live jobs are unchanged.")
-            finally:
-                self._reason = None
-
-    _reason: str | None = None
-
-    def request_for(self, reason: str) -> None:
-        self._reason = reason
-        self.dirty.set()
 
     async def resync_loop(self) -> None:
         while True:
@@ -301,12 +299,3 @@ def _ids(the_plan: Plan) -> dict[str, list[str]]:
         key = {"add": "added", "remove": "removed"}.get(step.op.value, "updated")
         found[key].append(step.job_id)
     return found
-
-
-def _loader_options(settings: Any) -> dict[str, Any]:
-    """Loader options the settings may carry (newer settings add more)."""
-    return {}
-
-
-def _never(*_: Any) -> Callable[[], None]:  # pragma: no cover
-    return lambda: None

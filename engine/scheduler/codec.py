@@ -17,7 +17,7 @@ import math
 import pickle
 import re
 import sys
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -299,7 +299,3 @@ def from_legacy_pickle(blob: bytes) -> dict[str, Any]:
     json.dumps(encoded)
     decode_runtime(encoded)  # what is written back must read back
     return encoded
-
-
-def timedelta_seconds(value: timedelta | float) -> float:
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
