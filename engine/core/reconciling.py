@@ -61,6 +61,7 @@ class Reconciling:
         self.loader = Loader(
             settings.task_modules,
             settings.timezone,
+            job_check=engine.celery_app.check_job,
             **_loader_options(settings),
         )
         self.lock = asyncio.Lock()

@@ -358,9 +358,10 @@ class StateDB:
         """Insert the first attempt of each run, under ``fence``; the (job, time) this call
         inserted. A run inserted before (by anyone, ever) is not claimed again.
 
-        Each claim is ``{"job_id", "scheduled_at", "status", "error"?}``: ``queued`` for a run
-        about to start, or a final ``missed``/``skipped`` record. Raises ``Fenced`` (nothing
-        inserted) when the lease is no longer current.
+        Each claim is ``{"job_id", "scheduled_at", "status", "error"?, "attempt"?, "worker"?}``:
+        ``queued`` for a run about to start, or a final ``missed``/``skipped`` record; a
+        Celery run's claim names its worker ``celery`` until a worker starts it. Raises
+        ``Fenced`` (nothing inserted) when the lease is no longer current.
         """
         if not claims:
             return set()
@@ -370,7 +371,7 @@ class StateDB:
             {
                 "job_id": c["job_id"],
                 "scheduled_at": c["scheduled_at"],
-                "attempt": 1,
+                "attempt": c.get("attempt", 1),
                 "status": c.get("status", "queued"),
                 "started_at": None,
                 "finished_at": c.get("finished_at"),
@@ -378,7 +379,7 @@ class StateDB:
                 "error": c.get("error"),
                 "traceback": None,
                 "logs": None,
-                "worker": None,
+                "worker": c.get("worker"),
                 "epoch": epoch,
                 "changed_at": stamp,
             }
@@ -404,7 +405,11 @@ class StateDB:
     def sweep_orphans(self, epoch: int, fence: Fence | None = None) -> int:
         """Runs left ``queued`` or ``running`` by an earlier lease (a leader that died or
         was replaced) end as ``failed``, saying so; return how many. A deposed leader that
-        still finishes one of them later writes its real outcome over this."""
+        still finishes one of them later writes its real outcome over this.
+
+        Runs handed to Celery (``worker`` is ``celery`` or a worker's name) are not the
+        engine's to end: a worker may still start or finish them, and the new leader
+        follows them (``engine.state.celery_rows``)."""
         stamp = time.time()
         lost_started = (
             "leader lost: the engine that ran this attempt stopped leading before its "
@@ -422,6 +427,7 @@ class StateDB:
                     .where(
                         runs.c.status == status,
                         (runs.c.epoch.is_(None)) | (runs.c.epoch < epoch),
+                        (runs.c.worker.is_(None)) | (runs.c.worker == "local"),
                     )
                     .values(
                         status="failed",

@@ -47,13 +47,17 @@ class Claim:
     deadline: float | None = None  # wall clock: after it, a queued claim becomes missed
     outcome: str = ""  # won | taken (claimed before) | fenced | missed
     fence: Fence | None = field(default=None, repr=False)
+    attempt: int = 1  # a Celery run's further attempts are claimed as rows of their own
+    worker: str | None = None  # "celery": a worker will start it (see engine.state.celery_rows)
 
     def row(self) -> dict[str, Any]:
         return {
             "job_id": self.job_id,
             "scheduled_at": self.scheduled_at,
+            "attempt": self.attempt,
             "status": self.status,
             "error": self.error,
+            "worker": self.worker if self.status == "queued" else None,
             "finished_at": time.time() if self.status != "queued" else None,
         }
 
