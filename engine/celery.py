@@ -108,6 +108,12 @@ class _Active:
     run_id: str
     token: Any
     traceback: str | None = None
+    logs: list[dict[str, Any]] | None = None  # closed when the body ends, before Celery's lines
+
+    def close_logs(self) -> list[dict[str, Any]]:
+        if self.logs is None:
+            self.logs = capture.close(self.run_id)
+        return self.logs
 
     def mask(self, text: str) -> str:
         text = redact_text(text)
@@ -183,6 +189,7 @@ def _on_failure(
 ) -> None:
     active = _active(task_id)
     if active is not None:  # in the process that ran the body
+        active.close_logs()
         text = getattr(einfo, "traceback", None)
         if isinstance(text, str):
             if len(text) > TRACEBACK_CHARS:
@@ -209,6 +216,13 @@ def _on_failure(
         log.error("Could not record the end of %s: %s", task_id, exc)
 
 
+def _on_success(sender: Any = None, **_: Any) -> None:
+    request = getattr(sender, "request", None)
+    active = _active(getattr(request, "id", None))
+    if active is not None:
+        active.close_logs()
+
+
 def _worker_lost() -> type[BaseException]:
     from billiard.exceptions import WorkerLostError
 
@@ -228,7 +242,7 @@ def _on_postrun(
     _local.active.pop(task_id, None)
     try:
         status, error = _outcome(active, state, retval)
-        logs = capture.close(active.run_id)
+        logs = active.close_logs()
         process = _here()
         with process.lock:
             process.running.pop(active.header.key, None)
@@ -290,6 +304,7 @@ def install(app: Any = None) -> None:
         return
     _installed = True
     _celery_task.Task.before_start = _before_start
+    signals.task_success.connect(_on_success, weak=False)
     signals.task_failure.connect(_on_failure, weak=False)
     signals.task_postrun.connect(_on_postrun, weak=False)
 
