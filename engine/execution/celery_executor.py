@@ -463,7 +463,7 @@ class CeleryExecutor:
             kwargs=dict(task.kwargs),
             task_id=task_id_for(run.job_id, run.scheduled_at, run.attempt),
             expires=datetime.fromtimestamp(flight.deadline, UTC),
-            headers={HEADER: header.as_header()},
+            headers={HEADER: {**header.as_header(), "sent_at": time.time()}},
             producer=producer,
             retry=True,
             retry_policy=RETRY_POLICY,

@@ -58,15 +58,47 @@ def _key(key: RunKey) -> Any:
 # -- the worker's side -------------------------------------------------------------------
 
 
+_KEY = (
+    (runs.c.job_id == bindparam("b_job"))
+    & (runs.c.scheduled_at == bindparam("b_at"))
+    & (runs.c.attempt == bindparam("b_attempt"))
+)
+# Built once: a worker runs them twice per task, at whatever rate its pool runs tasks.
+_START = (
+    update(runs)
+    .where(_KEY, runs.c.status == "queued")
+    .values(
+        status="running",
+        worker=bindparam("b_worker"),
+        started_at=bindparam("b_now"),
+        changed_at=bindparam("b_now"),
+    )
+)
+_FINISH = (
+    update(runs)
+    .where(_KEY, runs.c.status == "running", runs.c.worker == bindparam("b_worker"))
+    .values(
+        status=bindparam("b_status"),
+        finished_at=bindparam("b_now"),
+        duration_s=bindparam("b_now") - runs.c.started_at,
+        error=bindparam("b_error"),
+        traceback=bindparam("b_traceback"),
+        logs=bindparam("b_logs"),
+        changed_at=bindparam("b_now"),
+    )
+)
+
+
+def _params(key: RunKey, **values: Any) -> dict[str, Any]:
+    job_id, scheduled_at, attempt = key
+    return {"b_job": job_id, "b_at": scheduled_at, "b_attempt": attempt, **values}
+
+
 def claim_start(db: StateDB, key: RunKey, worker: str, now: float | None = None) -> bool:
     """``queued -> running`` on ``worker``; False when the run is not queued any more."""
     now = time.time() if now is None else now
     with db.fenced(None) as conn:
-        result = conn.execute(
-            update(runs)
-            .where(_key(key), runs.c.status == "queued")
-            .values(status="running", worker=worker[:255], started_at=now, changed_at=now)
-        )
+        result = conn.execute(_START, _params(key, b_worker=worker[:255], b_now=now))
     return bool(result.rowcount)
 
 
@@ -82,20 +114,17 @@ def finish(
 ) -> bool:
     """``running -> status``, only while the run is still this worker's."""
     now = time.time() if now is None else now
+    params = _params(
+        key,
+        b_worker=worker[:255],
+        b_status=status,
+        b_now=now,
+        b_error=error,
+        b_traceback=traceback,
+        b_logs=json.dumps(logs, default=repr) if logs else None,
+    )
     with db.fenced(None) as conn:
-        result = conn.execute(
-            update(runs)
-            .where(_key(key), runs.c.status == "running", runs.c.worker == worker[:255])
-            .values(
-                status=status,
-                finished_at=now,
-                duration_s=literal(now) - runs.c.started_at,
-                error=error,
-                traceback=traceback,
-                logs=json.dumps(logs, default=repr) if logs else None,
-                changed_at=now,
-            )
-        )
+        result = conn.execute(_FINISH, params)
     return bool(result.rowcount)
 
 
