@@ -197,6 +197,7 @@ class Engine:
         )
         self.event("stop", action=self.role, detail=self.lease.holder)
         self.threads.shutdown()
+        self.celery.close()
         # Whatever is left is written (still under the lease) within the rest of a second:
         # a database that does not answer must not hold the exit.
         budget = max(0.5, self.settings.shutdown_grace + 1.0 - (time.monotonic() - started))

@@ -187,7 +187,9 @@ class Leadership:
             if adopted:
                 log.info("Following %d Celery run(s) still in flight from before.", adopted)
             if engine.uses_celery():
-                await engine.blocking(engine.celery.probe)
+                engine.persister.fact_changed(
+                    "executors", {"celery": await engine.blocking(engine.celery.probe)}
+                )
                 engine.celery.ensure_started()
             facade.start()
         engine.database_ok = True

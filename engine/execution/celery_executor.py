@@ -30,6 +30,7 @@ timed-out attempt N, attempt N+1 is claimed as its own row after the delay and s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import queue
@@ -103,6 +104,7 @@ class CeleryExecutor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: list[threading.Thread] = []
         self._started = threading.Lock()
+        self._closed = False
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -172,6 +174,13 @@ class CeleryExecutor:
             self._count(row.job_id, 1)
             adopted += 1
         return adopted
+
+    def close(self) -> None:
+        """The engine stops: the sender threads and the probe end (runs not sent yet stay
+        claimed and queued: the next leader records them missed after their grace)."""
+        self._closed = True
+        for _ in range(SENDERS):
+            self._outbox.put(None)  # type: ignore[arg-type]
 
     def stop(self) -> None:
         """The term ended: stop following (the next leader adopts what is in flight)."""
@@ -379,21 +388,22 @@ class CeleryExecutor:
             self._threads.append(probe)
 
     def _sender(self) -> None:
-        while True:
+        while not self._closed:
             batch = [self._outbox.get()]
             while len(batch) < BATCH:
                 try:
                     batch.append(self._outbox.get_nowait())
                 except queue.Empty:
                     break
+            batch = [flight for flight in batch if flight is not None]
+            if self._closed or not batch:
+                return
             try:
                 results = self._send(batch)
             except Exception as exc:  # never lose a batch to a bug: fail it, saying why
                 log.exception("Sending %d run(s) to Celery failed.", len(batch))
                 results = [(f, "failed", f"could not send to Celery: {exc!r}") for f in batch]
-            loop = self._loop
-            if loop is not None and not loop.is_closed():
-                loop.call_soon_threadsafe(self._sent, results)
+            self._call(self._sent, results)
 
     def _send(self, batch: list[_Flight]) -> list[tuple[_Flight, str | None, str | None]]:
         results: list[tuple[_Flight, str | None, str | None]] = []
@@ -478,7 +488,7 @@ class CeleryExecutor:
             flight.verdict = (("queued",), status, error or status)
 
     def _prober(self) -> None:
-        while True:
+        while not self._closed:
             self.probe()
             time.sleep(PROBE_S)
 
@@ -490,9 +500,15 @@ class CeleryExecutor:
             log.error("Celery's broker is unreachable (%s); runs sent now fail.", why)
         elif before is not None:
             log.info("Celery's broker is reachable again.")
+        self._call(self.on_state, state)
+
+    def _call(self, func: Callable[..., None], *args: Any) -> None:
+        """Hand a result to the event loop from a thread (nothing, once the loop is gone)."""
         loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self.on_state, state)
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(func, *args)
 
 
 def _key(row: RunRow) -> RunKey:

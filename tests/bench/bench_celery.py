@@ -240,7 +240,8 @@ def _serve(bench: Bench, schedules: Path, database: str, name: str) -> subproces
 
 
 def _jobs_file(path: Path, jobs: int, trigger: str, extra: str = "") -> None:
-    lines = ["jobs:"]
+    # Beat has no concurrency rule: neither has the bench (a run may start beside the last).
+    lines = ["defaults:", "  concurrency: allow", "  max_instances: 1000", "jobs:"]
     for index in range(jobs):
         lines += [
             f"  job-{index}:",
