@@ -59,7 +59,7 @@ LOST_AFTER = 30.0  # a running run whose worker has not beaten for this long is 
 MISSED_SLACK = 1.0  # a queued run is declared missed this long after its grace
 HARD_GRACE = 2.0  # Celery's hard time limit comes this long after the soft one
 PROBE_S = 5.0  # how often the broker is asked whether it is there
-SENDERS = 4
+SENDERS = 8  # publishing waits on the broker's answer: threads overlap the waits
 BATCH = 200
 RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 
