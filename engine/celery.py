@@ -64,7 +64,9 @@ class _Process:
 
     def __init__(self) -> None:
         self.pid = os.getpid()
-        self.db = StateDB(os.environ.get("ENGINE_DATABASE_URL") or DEFAULT_DATABASE)
+        # Two single-statement writes per task: each one round trip, no transaction around.
+        url = os.environ.get("ENGINE_DATABASE_URL") or DEFAULT_DATABASE
+        self.db = StateDB(url, autocommit=True)
         self.lock = threading.Lock()
         self.running: dict[RunKey, str] = {}  # run -> worker name
         self._beat = threading.Thread(target=self._heartbeat, name="schedctl-beat", daemon=True)

@@ -115,7 +115,10 @@ def parse_url(url: str) -> Any:
 class StateDB:
     """One database: checks, schema, reads and writes. Writes are thread-safe."""
 
-    def __init__(self, url: str, *, reset: bool = False) -> None:
+    def __init__(self, url: str, *, reset: bool = False, autocommit: bool = False) -> None:
+        """``autocommit``: every statement commits alone and a pooled connection is not
+        pinged first: one round trip per write, for single-statement writers (Celery
+        workers, ``engine.state.celery_rows``)."""
         self.url = parse_url(url)
         self.dialect = self.url.get_backend_name()
         self.path: Path | None = None
@@ -127,7 +130,8 @@ class StateDB:
             self.engine: Engine = create_engine(
                 self.url,
                 future=True,
-                pool_pre_ping=self.dialect == "postgresql",
+                pool_pre_ping=self.dialect == "postgresql" and not autocommit,
+                **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}),
                 **_connect_args(self.dialect),
             )
         except (NoSuchModuleError, ModuleNotFoundError) as exc:

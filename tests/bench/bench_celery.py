@@ -42,6 +42,7 @@ BURST = int(os.environ.get("BENCH_CELERY_BURST", "10000"))
 WORKERS = int(os.environ.get("BENCH_CELERY_WORKERS", "4"))
 KILLS = int(os.environ.get("BENCH_CELERY_KILLS", "10"))
 SCENARIOS = os.environ.get("BENCH_CELERY_SCENARIOS", "steady,burst").split(",")
+DATABASE = os.environ.get("BENCH_CELERY_DATABASE", "postgresql")  # or sqlite
 
 APP = '''
 import os
@@ -461,8 +462,12 @@ def _explained(
 def run() -> list[dict[str, Any]]:
     bench = Bench()
     rows: list[dict[str, Any]] = []
+    stack = contextlib.ExitStack()
     try:
-        database = f"sqlite:///{bench.root / 'state.db'}"
+        if DATABASE == "sqlite":
+            database = f"sqlite:///{bench.root / 'state.db'}"
+        else:
+            database = stack.enter_context(_fresh_postgres())
         results: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         if "steady" in SCENARIOS or "burst" in SCENARIOS:
             workers = bench.workers(database)
@@ -496,6 +501,7 @@ def run() -> list[dict[str, Any]]:
             )
     finally:
         bench.close()
+        stack.close()
     return rows
 
 
@@ -503,7 +509,8 @@ def _rows(scenario: str, ours: dict[str, Any], beat: dict[str, Any]) -> list[dic
     size = f"{JOBS} jobs/s x {SECONDS}s" if scenario == "steady" else f"{BURST} due at once"
     late_ok = ours["p99_ms"] <= beat["p99_ms"] and (scenario != "steady" or ours["p99_ms"] <= 100)
     note = (
-        f"Celery {scenario}, {size}, {WORKERS} prefork worker processes, Redis; raw = Celery beat "
+        f"Celery {scenario}, {size}, {WORKERS} prefork worker processes, Redis, state in "
+        f"{DATABASE}; raw = Celery beat "
         "(in-memory scheduler) on the same broker and workers; lateness = worker start - "
         "scheduled time"
     )
