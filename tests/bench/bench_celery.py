@@ -42,7 +42,7 @@ BURST = int(os.environ.get("BENCH_CELERY_BURST", "10000"))
 WORKERS = int(os.environ.get("BENCH_CELERY_WORKERS", "4"))
 KILLS = int(os.environ.get("BENCH_CELERY_KILLS", "10"))
 SCENARIOS = os.environ.get("BENCH_CELERY_SCENARIOS", "steady,burst").split(",")
-DATABASE = os.environ.get("BENCH_CELERY_DATABASE", "postgresql")  # or sqlite
+DATABASE = os.environ.get("BENCH_CELERY_DATABASE", "sqlite")  # or postgresql
 
 APP = '''
 import os
