@@ -25,6 +25,8 @@ from engine.core.tuning import ProcessTuning
 from engine.core.views import BIG, Views
 from engine.errors import StateError
 from engine.execution import capture
+from engine.execution.celery_app import CeleryApp, celery_app_setting
+from engine.execution.celery_executor import CeleryExecutor
 from engine.execution.dispatch import Dispatcher
 from engine.execution.runner import Runner
 from engine.execution.task import Task
@@ -88,8 +90,21 @@ class Engine:
             self.db, history_limit=self.settings.history_limit, fence=self.fence_now
         )
         self.runner = Runner(self.history, self.threads, self._resolve, self.stopping)
+        self.celery_app = CeleryApp(
+            celery_app_setting(self.settings),
+            lambda path: resolve_task(path, self.settings.task_modules),
+        )
+        self.celery = CeleryExecutor(
+            self.history, self.celery_app, self.db, self.blocking, self.fence_now, self.may_fire
+        )
+        self.celery.on_state = self._executor_state
         self.dispatcher = Dispatcher(
-            self.history, self.runner, self.persister.claim, self.fence_now, self.may_fire
+            self.history,
+            self.runner,
+            self.persister.claim,
+            self.fence_now,
+            self.may_fire,
+            celery=self.celery,
         )
         self.reconciling = Reconciling(self)
         self.facade = self.new_facade()
@@ -173,6 +188,7 @@ class Engine:
         ensure_cwd_on_path()
         self.started_at = time.time()
         self.dispatcher.bind(asyncio.get_running_loop())
+        self.celery.bind(asyncio.get_running_loop())
         self.watch = LoopWatch(asyncio.get_running_loop(), on_block=self._loop_blocked)
         self.watch.start()
         capture.install()
@@ -211,6 +227,7 @@ class Engine:
         )
         self.event("stop", action=self.role, detail=self.lease.holder)
         self.threads.shutdown()
+        self.celery.close()
         # Whatever is left is written (still under the lease) within the rest of a second:
         # a database that does not answer must not hold the exit.
         budget = max(0.5, self.settings.shutdown_grace + 1.0 - (time.monotonic() - started))
@@ -236,8 +253,35 @@ class Engine:
     # -- hooks -------------------------------------------------------------------------
 
     def _run_changed(self, run: Run) -> None:
-        self.persister.run_changed(run)
+        # A Celery run's row is written by its claim, its worker and the executor's
+        # conditional verdicts, never overwritten from this process's copy.
+        if run.worker is None or run.worker == "local":
+            self.persister.run_changed(run)
         self.metrics.observe(run)
+
+    def _executor_state(self, state: str) -> None:
+        if self.leading:
+            self.persister.fact_changed("executors", {"celery": state})
+
+    def uses_celery(self) -> bool:
+        """Whether any job of the live catalog has ``executor: celery``."""
+        facade = self.facade
+        key = (id(facade), self.revision)  # only declared jobs can use Celery
+        if self._celery_used[0] != key:
+            used = any(
+                e.task is not None and e.task.executor == "celery" for e in facade.catalog.values()
+            )
+            self._celery_used = (key, used)
+        return self._celery_used[1]
+
+    _celery_used: tuple[Any, bool] = (None, False)
+
+    def celery_job(self, job_id: str) -> tuple[Task | None, float]:
+        """A job's task and misfire grace, for following its Celery runs."""
+        entry = self.facade.catalog.get(job_id)
+        job = self.facade.store.lookup_job(job_id)
+        grace = float(job.misfire_grace_time or 60) if job is not None else 60.0
+        return (entry.task if entry is not None else None), grace
 
     def _job_changed(self, job_id: str) -> None:
         if self.leading:
@@ -458,7 +502,17 @@ class Engine:
             "pending_removal": pending,
             "last_reconcile": self.last_reconcile,
             "version": VERSION,
-        }
+        } | self._executors()
+
+    def _executors(self) -> dict[str, Any]:
+        """``executors: {"celery": "ok" | "unreachable"}``, only when a job uses Celery."""
+        if not self.leading:
+            remote = self.remote.get("executors")
+            return {"executors": remote} if isinstance(remote, dict) and remote else {}
+        if not self.uses_celery():
+            return {}
+        self.celery.ensure_started()  # a job moved to Celery since the start: probe now
+        return {"executors": {"celery": self.celery.state or "unreachable"}}
 
     def readiness(self) -> tuple[bool, str]:
         """(ready, why not): for ``/readyz``."""

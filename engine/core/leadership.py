@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from engine.files.watcher import watch
+from engine.state import celery_rows
 from engine.state.db import RunRow
 from engine.state.history import History, Run
 
@@ -182,6 +183,16 @@ class Leadership:
             engine.facade = facade
             engine.persister.bind(facade.job_row, facade.next_run_of, engine.fence_now)
             engine.reconciling.apply(snapshot, commit, "start", time.perf_counter(), desired)
+            # Celery runs an earlier leader sent (or claimed) are followed, never resent.
+            in_flight = await engine.blocking(celery_rows.in_flight, engine.db)
+            adopted = engine.celery.adopt(in_flight, engine.celery_job)
+            if adopted:
+                log.info("Following %d Celery run(s) still in flight from before.", adopted)
+            if engine.uses_celery():
+                engine.persister.fact_changed(
+                    "executors", {"celery": await engine.blocking(engine.celery.probe)}
+                )
+                engine.celery.ensure_started()
             facade.start()
         engine.database_answered()
         engine.metrics.leader.set(1)
@@ -193,6 +204,7 @@ class Leadership:
             asyncio.create_task(engine.reconciling.loop(), name="schedctl-reconcile"),
             asyncio.create_task(engine.reconciling.resync_loop(), name="schedctl-resync"),
             asyncio.create_task(self._commands(), name="schedctl-commands"),
+            asyncio.create_task(engine.celery.follow(), name="schedctl-celery-follow"),
         ]
         if engine.settings.watch:
             self._term.append(
@@ -219,6 +231,7 @@ class Leadership:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._term = []
+        engine.celery.stop()  # runs in flight on workers go on; the next leader follows them
         if grace is not None:
             await engine.dispatcher.drain(grace)
             engine.facade.shutdown()
@@ -303,7 +316,7 @@ class Leadership:
         return facade, history, facts
 
 
-_FACTS = ("revision", "last_reconcile", "commit", "errors", "pending_removal")
+_FACTS = ("revision", "last_reconcile", "commit", "errors", "pending_removal", "executors")
 
 
 def _short(exc: BaseException) -> str:

@@ -60,6 +60,7 @@ class Reconciling:
         self.loader = Loader(
             settings.task_modules,
             settings.timezone,
+            job_check=engine.celery_app.check_job,
         )
         self.lock = asyncio.Lock()
         self.dirty = asyncio.Event()

@@ -9,7 +9,8 @@ APScheduler decides *when*; the dispatcher decides *whether* and makes it stick:
    priority lane) before anything starts, so a scheduled time gets exactly one record
    and runs at most once, across restarts and replicas;
 3. a claim won starts the run (``replace`` cancels the running one first) on the job's
-   executor: the local runner here.
+   executor: the local runner here, or Celery's workers (``celery_executor``), whose runs
+   in flight count for concurrency across the whole pool.
 
 Nothing is claimed, and nothing starts, while this process cannot prove its lease.
 """
@@ -24,8 +25,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from engine.execution.celery_executor import CeleryExecutor
 from engine.execution.runner import Runner
 from engine.execution.task import Task
+from engine.state.celery_rows import CELERY
 from engine.state.db import Fence
 from engine.state.history import History
 from engine.state.persist import Claim
@@ -44,13 +47,18 @@ class Dispatcher:
         claim: ClaimSink,
         fence: Callable[[], Fence | None],
         may_fire: Callable[[], bool],
+        celery: CeleryExecutor | None = None,
     ) -> None:
         self.history = history
         self.runner = runner
+        self.celery = celery
+        if celery is not None:
+            celery.claim = self.send
         self._claim = claim
         self._fence = fence
         self._may_fire = may_fire
         self.active: dict[str, set[asyncio.Task[str]]] = {}
+        self._pending: dict[str, int] = {}  # Celery runs whose claim is on its way, per job
         self.claims_in_flight = 0
         self.oldest_claim = 0.0  # monotonic time the oldest claim in flight was sent
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -63,7 +71,10 @@ class Dispatcher:
         """Runs of the job in progress here (a run whose claim is still on its way is not:
         it starts behind them, see ``_start``)."""
         running = self.active.get(job_id)
-        return len(running) if running else 0
+        remote = self.celery.in_flight(job_id) if self.celery is not None else 0
+        # A Celery run cannot wait behind another here: while its claim is on its way,
+        # it counts as in progress on the pool.
+        return (len(running) if running else 0) + self._pending.get(job_id, 0) + remote
 
     # -- due runs ------------------------------------------------------------------------
 
@@ -76,6 +87,7 @@ class Dispatcher:
         now = time.time()
         claims: list[Claim] = []
         in_progress = self.busy(job_id)
+        worker = CELERY if task.executor == "celery" else None
         for run_time in run_times:
             scheduled = run_time.timestamp()
             late = now - scheduled
@@ -92,7 +104,11 @@ class Dispatcher:
             elif task.concurrency != "replace" and in_progress >= task.limit:
                 claims.append(Claim(job_id, scheduled, "skipped", _busy(task), fence=fence))
             else:
-                claims.append(Claim(job_id, scheduled, deadline=scheduled + grace, fence=fence))
+                claims.append(
+                    Claim(job_id, scheduled, deadline=scheduled + grace, fence=fence, worker=worker)
+                )
+        if worker is not None and any(c.status == "queued" for c in claims):
+            self._pending[job_id] = self._pending.get(job_id, 0) + 1
         self.send(claims, functools.partial(self._claimed, job_id, task))
 
     def run_now(self, job_id: str, task: Task) -> None:
@@ -100,7 +116,10 @@ class Dispatcher:
         # A whole number of microseconds, as every instant that comes from a datetime: the
         # run's record must name the very float its claim was made with.
         now = datetime.now(UTC).timestamp()
-        claim = Claim(job_id, now, deadline=now + 60, fence=self._fence())
+        worker = CELERY if task.executor == "celery" else None
+        claim = Claim(job_id, now, deadline=now + 60, fence=self._fence(), worker=worker)
+        if worker is not None:
+            self._pending[job_id] = self._pending.get(job_id, 0) + 1
         self.send([claim], functools.partial(self._claimed, job_id, task))
 
     def send(self, claims: list[Claim], done: Callable[[list[Claim]], None]) -> None:
@@ -120,7 +139,16 @@ class Dispatcher:
         done(batch)
 
     def _claimed(self, job_id: str, task: Task, claims: list[Claim]) -> None:
+        if task.executor == "celery" and any(
+            c.status == "queued" or c.outcome == "missed" for c in claims
+        ):
+            left = self._pending.get(job_id, 1) - 1
+            if left > 0:
+                self._pending[job_id] = left
+            else:
+                self._pending.pop(job_id, None)
         start: list[datetime] = []
+        deadlines: list[float] = []
         epoch = claims[0].fence.epoch if claims and claims[0].fence else None
         for claim in claims:
             when = datetime.fromtimestamp(claim.scheduled_at, UTC)
@@ -135,6 +163,7 @@ class Dispatcher:
                 )
             elif claim.status == "queued":
                 start.append(when)
+                deadlines.append(claim.deadline or claim.scheduled_at + 60)
             else:  # a final record: missed or skipped (claimed as such)
                 self.history.record(job_id, when, claim.status, claim.error, epoch)
         if not start:
@@ -145,6 +174,13 @@ class Dispatcher:
                 self.history.record(
                     job_id, when, "failed", "not started: this engine stopped leading", epoch
                 )
+            return
+        if task.executor == "celery" and self.celery is not None:
+            if task.concurrency == "replace":
+                self.celery.cancel(job_id)
+            for when, deadline in zip(start, deadlines, strict=True):
+                grace = deadline - when.timestamp()
+                self.celery.start(job_id, task, when, 1, epoch, deadline, grace)
             return
         self._start(job_id, task, start, epoch)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,10 +146,15 @@ class Loader:
         task_modules: Sequence[str] = ("tasks",),
         timezone: str = "UTC",
         check_tasks: bool = True,
+        job_check: Callable[[JobSpec], tuple[str, str] | None] | None = None,
     ) -> None:
         self.task_modules = tuple(task_modules)
         self.timezone = timezone
         self.check_tasks = check_tasks
+        # A check of the running setup (e.g. that a celery job's task is a task of the
+        # Celery app): (field, message) of a problem, asked once per task and executor.
+        self.job_check = job_check
+        self._jobs: dict[tuple[str, str], tuple[str, str] | None] = {}
         self._cache: dict[str, FileResult] = {}
         self.parsed = 0  # files parsed, not served from cache: for tests and benchmarks
         self._tasks: dict[str, str | None] = {}
@@ -164,8 +169,18 @@ class Loader:
                 self._tasks[task] = str(exc)
         return self._tasks[task]
 
+    def job_problem(self, spec: JobSpec) -> tuple[str, str] | None:
+        """What the setup check finds wrong with a job, or None; once per scan and kind."""
+        if self.job_check is None:
+            return None
+        key = (spec.task, str(getattr(spec, "executor", "local")))
+        if key not in self._jobs:
+            self._jobs[key] = self.job_check(spec)
+        return self._jobs[key]
+
     def scan(self, roots: Iterable[Path]) -> Snapshot:
         self._tasks.clear()  # a module that failed may import now
+        self._jobs.clear()
         files: dict[str, FileResult] = {}
         missing: list[str] = []
         for root in roots:
@@ -311,6 +326,11 @@ class _FileChecker:
             task_error = self.loader.task_problem(spec.task)
             if task_error is not None:
                 self.doc.problem((*base, "task"), task_error)
+                return None
+            setup_error = self.loader.job_problem(spec)
+            if setup_error is not None:
+                name, message = setup_error
+                self.doc.problem(self._origin(job_id, body, name), message)
                 return None
         line, column = self.doc.where(base, key=True)
         return Declared(job_id, spec, self.doc.file, line, column, spec.fingerprint())

@@ -141,6 +141,8 @@ class _Options(BaseModel):
     end: datetime | None = None
     description: StrictStr | None = None
     labels: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+    executor: Literal["local", "celery"] = "local"
+    queue: Annotated[StrictStr, Field(min_length=1, max_length=255)] | None = None
 
 
 OPTION_FIELDS = tuple(_Options.model_fields)
@@ -175,6 +177,10 @@ class JobSpec(_Options):
                 "max_instances",
                 "max_instances only applies with concurrency: allow; add concurrency: allow "
                 "or remove max_instances",
+            )
+        if self.queue is not None and self.executor != "celery":
+            raise FieldError(
+                "queue", "queue only applies with executor: celery; add it or remove queue"
             )
         if self.start and self.end and _naive_cmp(self.start) >= _naive_cmp(self.end):
             raise FieldError("end", "end must be after start")

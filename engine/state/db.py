@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -115,7 +116,10 @@ def parse_url(url: str) -> Any:
 class StateDB:
     """One database: checks, schema, reads and writes. Writes are thread-safe."""
 
-    def __init__(self, url: str, *, reset: bool = False) -> None:
+    def __init__(self, url: str, *, reset: bool = False, autocommit: bool = False) -> None:
+        """``autocommit``: every statement commits alone and a pooled connection is not
+        pinged first: one round trip per write, for single-statement writers (Celery
+        workers, ``engine.state.celery_rows``)."""
         self.url = parse_url(url)
         self.dialect = self.url.get_backend_name()
         self.path: Path | None = None
@@ -127,7 +131,8 @@ class StateDB:
             self.engine: Engine = create_engine(
                 self.url,
                 future=True,
-                pool_pre_ping=self.dialect == "postgresql",
+                pool_pre_ping=self.dialect == "postgresql" and not autocommit,
+                **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}),
                 **_connect_args(self.dialect),
             )
         except (NoSuchModuleError, ModuleNotFoundError) as exc:
@@ -358,9 +363,10 @@ class StateDB:
         """Insert the first attempt of each run, under ``fence``; the (job, time) this call
         inserted. A run inserted before (by anyone, ever) is not claimed again.
 
-        Each claim is ``{"job_id", "scheduled_at", "status", "error"?}``: ``queued`` for a run
-        about to start, or a final ``missed``/``skipped`` record. Raises ``Fenced`` (nothing
-        inserted) when the lease is no longer current.
+        Each claim is ``{"job_id", "scheduled_at", "status", "error"?, "attempt"?, "worker"?}``:
+        ``queued`` for a run about to start, or a final ``missed``/``skipped`` record; a
+        Celery run's claim names its worker ``celery`` until a worker starts it. Raises
+        ``Fenced`` (nothing inserted) when the lease is no longer current.
         """
         if not claims:
             return set()
@@ -370,7 +376,7 @@ class StateDB:
             {
                 "job_id": c["job_id"],
                 "scheduled_at": c["scheduled_at"],
-                "attempt": 1,
+                "attempt": c.get("attempt", 1),
                 "status": c.get("status", "queued"),
                 "started_at": None,
                 "finished_at": c.get("finished_at"),
@@ -378,7 +384,7 @@ class StateDB:
                 "error": c.get("error"),
                 "traceback": None,
                 "logs": None,
-                "worker": None,
+                "worker": c.get("worker"),
                 "epoch": epoch,
                 "changed_at": stamp,
             }
@@ -404,7 +410,11 @@ class StateDB:
     def sweep_orphans(self, epoch: int, fence: Fence | None = None) -> int:
         """Runs left ``queued`` or ``running`` by an earlier lease (a leader that died or
         was replaced) end as ``failed``, saying so; return how many. A deposed leader that
-        still finishes one of them later writes its real outcome over this."""
+        still finishes one of them later writes its real outcome over this.
+
+        Runs handed to Celery (``worker`` is ``celery`` or a worker's name) are not the
+        engine's to end: a worker may still start or finish them, and the new leader
+        follows them (``engine.state.celery_rows``)."""
         stamp = time.time()
         lost_started = (
             "leader lost: the engine that ran this attempt stopped leading before its "
@@ -422,6 +432,7 @@ class StateDB:
                     .where(
                         runs.c.status == status,
                         (runs.c.epoch.is_(None)) | (runs.c.epoch < epoch),
+                        (runs.c.worker.is_(None)) | (runs.c.worker == "local"),
                     )
                     .values(
                         status="failed",
@@ -619,11 +630,8 @@ def _check_sqlite_file(path: Path, reset: bool) -> None:
     problem = None
     if size == 0:
         problem = "is empty (0 bytes): it holds no jobs and no history"
-    else:
-        with open(path, "rb") as handle:
-            header = handle.read(16)
-        if header != b"SQLite format 3\x00":
-            problem = "is not a SQLite database (its header is wrong)"
+    elif not _is_sqlite(path):
+        problem = "is not a SQLite database (its header is wrong)"
     if problem is None:
         return
     if reset:
@@ -642,6 +650,23 @@ def _check_sqlite_file(path: Path, reset: bool) -> None:
         "with --reset-state (ENGINE_RESET_STATE=true) to keep it as a .broken file and start "
         "afresh"
     )
+
+
+def _is_sqlite(path: Path) -> bool:
+    """Whether ``path`` holds a SQLite database, asked of SQLite itself: opening and
+    closing the file with ``open()`` would drop the locks this process's connections hold
+    on it (POSIX locks belong to the process and go with any of its descriptors)."""
+    try:
+        probe = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return False
+    try:
+        probe.execute("PRAGMA schema_version").fetchone()
+        return True
+    except sqlite3.DatabaseError as exc:
+        return "not a database" not in str(exc)
+    finally:
+        probe.close()
 
 
 def _not_a_database(exc: DBAPIError) -> bool:

@@ -120,11 +120,11 @@ class History:
         self._changed(run)
         return run
 
-    def begin(self, run: Run, worker: str | None = None) -> None:
-        """The run's code starts now (may be called from a worker thread)."""
+    def begin(self, run: Run, worker: str | None = None, at: datetime | None = None) -> None:
+        """The run's code starts now, or started ``at`` (may be called from a worker thread)."""
         if run.status != "queued":
             return
-        run.started_at = _now()
+        run.started_at = at or _now()
         run.status = "running"
         if worker is not None:
             run.worker = worker
@@ -138,6 +138,7 @@ class History:
         *,
         traceback: str | None = None,
         logs: list[dict[str, Any]] | None = None,
+        at: datetime | None = None,
     ) -> None:
         if run.status not in IN_PROGRESS:
             return
@@ -146,7 +147,7 @@ class History:
         run.traceback = traceback
         if logs is not None:
             run.logs = logs
-        run.finished_at = _now()
+        run.finished_at = at or _now()
         if status == "success":
             self._last_success[run.job_id] = run.finished_at
         left = self._running.get(run.job_id, 1) - 1
@@ -167,9 +168,10 @@ class History:
         status: str,
         error: str | None = None,
         epoch: int | None = None,
+        attempt: int = 1,
     ) -> Run:
         """A run that never started: skipped, missed or cancelled before it ran."""
-        run = Run(job_id, scheduled_at, 1, status, None, _now(), error)
+        run = Run(job_id, scheduled_at, attempt, status, None, _now(), error)
         run.epoch = epoch
         self._append(run)
         self._changed(run)

@@ -47,13 +47,17 @@ class Claim:
     deadline: float | None = None  # wall clock: after it, a queued claim becomes missed
     outcome: str = ""  # won | taken (claimed before) | fenced | missed
     fence: Fence | None = field(default=None, repr=False)
+    attempt: int = 1  # a Celery run's further attempts are claimed as rows of their own
+    worker: str | None = None  # "celery": a worker will start it (see engine.state.celery_rows)
 
     def row(self) -> dict[str, Any]:
         return {
             "job_id": self.job_id,
             "scheduled_at": self.scheduled_at,
+            "attempt": self.attempt,
             "status": self.status,
             "error": self.error,
+            "worker": self.worker if self.status == "queued" else None,
             "finished_at": time.time() if self.status != "queued" else None,
         }
 
@@ -158,8 +162,12 @@ class Persister:
     def flush(self) -> None:
         """Write everything queued now, on the calling thread."""
         with self._lock:
-            self._write_claims()
+            # Next run times first taken, then claims written: a job's next run time (T+1)
+            # is queued after the claim of T, so every time taken here has its claim in the
+            # claim queue already. The other order could persist T+1 while the claim of T
+            # waits for the next flush: a leader killed in between loses T for good.
             self._drain()
+            self._write_claims()
             runs, job_ids, times = self._runs, self._jobs, self._times
             facts, self._facts = self._facts, {}
             events, self._events = self._events, []

@@ -13,11 +13,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from engine._version import __version__
 from engine.errors import SchedctlError, SettingsError
+from engine.execution.celery_app import CeleryApp, celery_app_setting
 from engine.files.cron import CronExpression
 from engine.files.loader import Loader
 from engine.files.preview import aware, next_fire_times
 from engine.files.spec import JobSpec, file_schema
-from engine.files.tasks import ensure_cwd_on_path
+from engine.files.tasks import ensure_cwd_on_path, resolve_task
 from engine.settings import Settings, url_from_env
 
 __all__ = ["main"]
@@ -192,7 +193,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _validate(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     paths = [Path(p) for p in args.paths] or [settings.schedules_dir]
-    loader = Loader(settings.task_modules, settings.timezone)
+    celery = CeleryApp(
+        celery_app_setting(settings), lambda path: resolve_task(path, settings.task_modules)
+    )
+    loader = Loader(settings.task_modules, settings.timezone, job_check=celery.check_job)
     snapshot = loader.scan(paths)
     problems = snapshot.problems
     for problem in problems:
