@@ -300,3 +300,40 @@ async def test_second_process_on_one_sqlite_file_stands_by(
     finally:
         await again.stop()
     assert duplicates(work) == []
+
+
+def test_a_leader_frozen_inside_a_lease_transaction_does_not_block_the_takeover(
+    postgres_url: str,
+) -> None:
+    """SIGSTOP can catch the leader between its renewal's UPDATE and COMMIT: the lease row
+    stays locked by a session that never speaks again. A standby must still take over once
+    the lease expires, not when the frozen process wakes up (found by the torture suite:
+    30 s with no leader)."""
+    from engine.state.lease import Lease
+
+    frozen_db, standby_db = StateDB(postgres_url), StateDB(postgres_url)
+    frozen_db.migrate()
+    try:
+        frozen = Lease(frozen_db, ttl=2.0)
+        assert frozen.try_acquire()
+        session = frozen_db.engine.connect()  # the leader's connection, frozen mid-renewal
+        session.begin()
+        session.execute(
+            update(lease_table).where(lease_table.c.name == "leader").values(holder=frozen.holder)
+        )
+        standby = Lease(standby_db, ttl=2.0)
+        started = time.monotonic()
+        took = False
+        while not took and time.monotonic() - started < 12:
+            try:
+                took = standby.try_acquire()
+            except Exception:  # the database refused this try: the standby tries again
+                took = False
+            if not took:
+                time.sleep(0.2)  # a poll with a deadline
+        assert took, "the standby never took the lease from a leader frozen in a transaction"
+        assert time.monotonic() - started < 2.0 + 8.0  # the TTL, then the server's cut-off
+        session.invalidate()
+    finally:
+        frozen_db.close()
+        standby_db.close()
