@@ -102,7 +102,7 @@ _FIELDS: dict[str, tuple[dict[str, Any], str]] = {
         "Exactly one of cron, interval or at.",
     ),
     "timezone": (
-        {"type": "string", "examples": ["UTC", "Europe/Berlin"]},
+        {"type": "string", "minLength": 1, "examples": ["UTC", "Europe/Berlin"]},
         "IANA timezone for cron and a naive at (default: the setting timezone, UTC).",
     ),
     "args": ({"type": "array"}, "Positional arguments passed to the task."),
