@@ -332,7 +332,7 @@ def test_the_loader_accepts_nothing_the_schema_rejects(
 
 def test_the_schema_is_draft_2020_12_with_an_id_and_a_title(schema: dict[str, Any]) -> None:
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert schema["$id"].startswith("https://")
+    assert schema["$id"] == "urn:schedctl:schedule-file:v1"
     assert schema["title"] == "schedctl schedule file"
 
 

@@ -30,7 +30,7 @@ from engine.files.spec import (
 
 __all__ = ["DURATION_PATTERN", "SCHEMA_ID", "TIME_PATTERN", "file_schema"]
 
-SCHEMA_ID = "https://schedctl.dev/schema/schedule-file-v1.json"
+SCHEMA_ID = "urn:schedctl:schedule-file:v1"  # an absolute URI that claims no website
 
 # The duration grammar of engine.files.durations, as the loader reads it: case-insensitive
 # units, blanks anywhere (they are dropped), or digits alone for seconds.
