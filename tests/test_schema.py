@@ -279,6 +279,19 @@ def test_valid_files_are_accepted_by_the_schema_and_the_loader(
     assert (schema_errors(validator, text), loader_errors(loader, text)) == ([], [])
 
 
+@pytest.mark.xfail(
+    reason="issue 6 item 3: the loader takes an override of a merged key for a duplicate"
+)
+def test_a_key_written_beside_a_merge_key_overrides_it_for_the_schema_and_the_loader(
+    validator: Draft202012Validator, loader: Loader
+) -> None:
+    text = (
+        "x-base: &base\n  task: tasks.jobs:go\n  retries: 2\n"
+        "jobs:\n  j:\n    <<: *base\n    retries: 3\n    interval: 10s\n"
+    )
+    assert (schema_errors(validator, text), loader_errors(loader, text)) == ([], [])
+
+
 @pytest.mark.parametrize("text", INVALID.values(), ids=INVALID.keys())
 def test_invalid_files_are_rejected_by_the_schema_and_the_loader(
     validator: Draft202012Validator, loader: Loader, text: str
