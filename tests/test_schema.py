@@ -12,6 +12,9 @@ values YAML cannot build, `1:30` read as base 60), job ids unique across files, 
 across `defaults` and a job (`max_instances` only with `concurrency: allow`, `queue`
 only with `executor: celery`, `start` before `end`), a sub-second `interval` or one
 written as text over a century, and a wrong type in `defaults` that every job overrides.
+YAML 1.1 typing, which an editor's YAML 1.2 does not share, is the loader's too: `yes`
+is a boolean, `2027-01-01` in a text field is a date, `.nan` is a number. In JSON, `2.0`
+is the integer 2 (the loader wants `retries: 2`).
 """
 
 from __future__ import annotations
