@@ -242,7 +242,7 @@ class _FileChecker:
             )
             return {}
         for key in data:
-            if key not in _TOP_FIELDS:
+            if key not in _TOP_FIELDS and not str(key).startswith("x-"):  # x-: anchors
                 self.doc.problem((key,), _unknown(key, _TOP_FIELDS, "top-level key"), key=True)
         if data.get("version", 1) != 1:
             self.doc.problem(("version",), "unsupported schema version; write version: 1")

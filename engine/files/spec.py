@@ -47,7 +47,6 @@ __all__ = [
     "JobDefaults",
     "JobSpec",
     "as_dict",
-    "file_schema",
     "fingerprint",
     "fingerprint_text",
 ]
@@ -270,13 +269,6 @@ class Essence(Mapping[str, Any]):
 def as_dict(essence: Mapping[str, Any]) -> dict[str, Any]:
     """A plain dict of any essence, lazy or not."""
     return essence.materialize() if isinstance(essence, Essence) else dict(essence)
-
-
-def file_schema() -> dict[str, Any]:
-    """The JSON Schema of a schedule file, for editors and CI."""
-    schema = FileSpec.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    return schema
 
 
 def fingerprint_text(text: str) -> str:

@@ -17,7 +17,8 @@ from engine.execution.celery_app import CeleryApp, celery_app_setting
 from engine.files.cron import CronExpression
 from engine.files.loader import Loader
 from engine.files.preview import aware, next_fire_times
-from engine.files.spec import JobSpec, file_schema
+from engine.files.schema import file_schema
+from engine.files.spec import JobSpec
 from engine.files.tasks import ensure_cwd_on_path, resolve_task
 from engine.settings import Settings, url_from_env
 
