@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import textwrap
 import time
 from datetime import UTC, datetime, timedelta
@@ -373,3 +375,39 @@ async def test_a_server_with_the_smallest_interval_and_a_huge_catch_up_keeps_ans
 async def _healthy(engine: Running) -> bool:
     response = await engine.client.get("/healthz")
     return response.status_code == 200
+
+
+def test_validate_reports_every_files_problems_when_one_holds_a_value_yaml_cannot_build(
+    tmp_path: Path,
+) -> None:
+    # `schedctl validate` used to print a bare "error: day is out of range for month" and
+    # hide every other file's problems.
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "__init__.py").touch()
+    (tmp_path / "tasks" / "launch.py").write_text("def go():\n    pass\n")
+    write(
+        tmp_path / "s" / "a.yaml",
+        "jobs:\n  a:\n    task: tasks.launch:go\n    at: 2027-02-30T09:00:00\n",
+    )
+    write(tmp_path / "s" / "b.yaml", "jobs:\n  b:\n    task: tasks.launch:go\n    crn: x\n")
+    write(tmp_path / "s" / "c.yaml", "jobs:\n  c:\n    task: tasks.launch:go\n    interval: 1s\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_")}
+    env.pop("PYTHONPATH", None)
+
+    done = subprocess.run(
+        [sys.executable, "-m", "engine", "validate", "s"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 1
+    assert done.stdout.splitlines() == [
+        "s/a.yaml:4:9: error: '2027-02-30T09:00:00' is not a valid date or time (day is out "
+        "of range for month); write an ISO 8601 date and time such as 2027-01-01T09:00:00",
+        "s/b.yaml:4:5: error: unknown field 'crn'; did you mean 'cron'?",
+    ]
+    assert done.stderr == "FAILED: 2 problem(s) in 2 of 3 file(s)\n"
