@@ -21,6 +21,7 @@ from engine.files.preview import aware, next_fire_times
 from engine.files.schema import file_schema
 from engine.files.spec import JobSpec
 from engine.files.tasks import ensure_cwd_on_path, resolve_task
+from engine.scheduler.jobs import schedule_problem
 from engine.settings import Settings, url_from_env
 
 __all__ = ["main"]
@@ -202,7 +203,12 @@ def _validate(args: argparse.Namespace) -> int:
     celery = CeleryApp(
         celery_app_setting(settings), lambda path: resolve_task(path, settings.task_modules)
     )
-    loader = Loader(settings.task_modules, settings.timezone, job_check=celery.check_job)
+    loader = Loader(
+        settings.task_modules,
+        settings.timezone,
+        job_check=celery.check_job,
+        schedule_check=schedule_problem,
+    )
     snapshot = loader.scan(paths)
     problems = snapshot.problems
     for problem in problems:
