@@ -258,3 +258,77 @@ async def test_a_schedule_file_cannot_run_a_shell_command(
     assert "private and dunder names are refused" in messages["a.yaml"]
     assert f"task module '{PKG}.os' not found" in messages["b.yaml"]
     assert sys.modules[PKG].__path__ != [stdlib]
+
+
+# -- item 8: arguments the task's signature cannot take ---------------------------------------
+
+NIGHTLY = f"{PKG}.jobs:nightly(kind, *, recipients=…, password=…)"
+
+SIGNATURES = [
+    pytest.param(
+        "",
+        f"3:11: {NIGHTLY} needs the argument 'kind'; add it to args, or kind: ... to kwargs",
+        id="missing-nothing-written",
+    ),
+    pytest.param(
+        "    kwargs: {recipients: [ops@example.com]}\n",
+        f"5:5: {NIGHTLY} needs the argument 'kind'; add it to args, or kind: ... to kwargs",
+        id="missing-at-kwargs",
+    ),
+    pytest.param(
+        "    args: [pdf, csv]\n",
+        f"5:5: {NIGHTLY} takes 1 positional argument, not 2; pass at most 1 in args",
+        id="too-many-positional",
+    ),
+    pytest.param(
+        "    args: [pdf]\n    kwargs:\n      recipient: [ops@example.com]\n",
+        f"7:7: {NIGHTLY} has no parameter 'recipient'; did you mean 'recipients'?",
+        id="unknown-keyword-did-you-mean",
+    ),
+    pytest.param(
+        "    args: [pdf]\n    kwargs: {kind: csv}\n",
+        f"6:14: {NIGHTLY} gets 'kind' twice, by position in args and by name in kwargs; "
+        "remove one",
+        id="twice",
+    ),
+]
+
+
+@pytest.mark.parametrize(("extra", "expected"), SIGNATURES)
+def test_arguments_the_signature_cannot_take_are_an_error_where_they_are_written(
+    jobs: ModuleType, tmp_path: Path, extra: str, expected: str
+) -> None:
+    assert errors(tmp_path, job(f"{PKG}.jobs:nightly", extra)) == [expected]
+
+
+def test_arguments_from_defaults_are_located_in_the_defaults(
+    jobs: ModuleType, tmp_path: Path
+) -> None:
+    text = "defaults:\n  args: [pdf, csv]\n" + job(f"{PKG}.jobs:nightly")
+    assert errors(tmp_path, text) == [
+        f"2:3: {NIGHTLY} takes 1 positional argument, not 2; pass at most 1 in args"
+    ]
+
+
+def test_a_positional_only_parameter_given_by_name_is_said_so(
+    jobs: ModuleType, tmp_path: Path
+) -> None:
+    found = errors(tmp_path, job(f"{PKG}.jobs:only_positional", "    kwargs: {kind: pdf}\n"))
+    assert found == [
+        f"5:14: {PKG}.jobs:only_positional(kind, /) takes 'kind' only by position; "
+        "move it to args"
+    ]
+
+
+def test_a_secret_value_is_never_echoed_in_a_signature_error(
+    jobs: ModuleType, tmp_path: Path
+) -> None:
+    extra = '    args: [pdf]\n    kwargs: {passwrd: "hunter2-s3cret", api_token: "tok-s3cret"}\n'
+    found = errors(tmp_path, job(f"{PKG}.jobs:nightly", extra))
+    assert len(found) == 1 and "did you mean 'password'?" in found[0], found
+    assert "s3cret" not in found[0]
+
+
+def test_a_task_taking_anything_takes_anything(jobs: ModuleType, tmp_path: Path) -> None:
+    extra = "    args: [1, 2, 3]\n    kwargs: {a: 1, password: x}\n"
+    assert errors(tmp_path, job(f"{PKG}.jobs:anything", extra)) == []

@@ -191,13 +191,14 @@ def signature_problem(
             f"{path}{shape} takes {taken} positional argument{plural}, not {len(args)}; "
             f"pass at most {taken} in args{restart}",
         )
+    positional_only = param is not None and param.kind is param.POSITIONAL_ONLY
+    if name is not None and positional_only and "keyword" in reason:
+        return (
+            "kwargs",
+            name,
+            f"{path}{shape} takes {name!r} only by position; move it to args{restart}",
+        )
     if reason.startswith("got an unexpected keyword") and name is not None:
-        if param is not None and param.kind is param.POSITIONAL_ONLY:
-            return (
-                "kwargs",
-                name,
-                f"{path}{shape} takes {name!r} only by position; move it to args{restart}",
-            )
         names = [
             p.name
             for p in signature.parameters.values()
@@ -363,12 +364,17 @@ def _defined(target: Any) -> str:
 
 
 def _shape(signature: inspect.Signature) -> str:
-    """``(a, b=…, *, c=…)``: the parameters' names, never a default's value."""
+    """``(a, /, b=…, *, c=…)``: the parameters' names, never a default's value."""
     shown = []
-    star = False
+    star = slash = False
     for param in signature.parameters.values():
+        if param.kind is not param.POSITIONAL_ONLY and slash:
+            shown.append("/")
+            slash = False
         text = param.name
-        if param.kind is param.VAR_POSITIONAL:
+        if param.kind is param.POSITIONAL_ONLY:
+            slash = True
+        elif param.kind is param.VAR_POSITIONAL:
             text, star = f"*{param.name}", True
         elif param.kind is param.VAR_KEYWORD:
             text = f"**{param.name}"
@@ -378,6 +384,8 @@ def _shape(signature: inspect.Signature) -> str:
         if param.default is not param.empty:
             text += "=…"
         shown.append(text)
+    if slash:
+        shown.append("/")
     return f"({', '.join(shown)})"
 
 
