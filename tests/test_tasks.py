@@ -287,8 +287,7 @@ SIGNATURES = [
     ),
     pytest.param(
         "    args: [pdf]\n    kwargs: {kind: csv}\n",
-        f"6:14: {NIGHTLY} gets 'kind' twice, by position in args and by name in kwargs; "
-        "remove one",
+        f"6:14: {NIGHTLY} gets 'kind' twice, by position in args and by name in kwargs; remove one",
         id="twice",
     ),
 ]
@@ -315,8 +314,7 @@ def test_a_positional_only_parameter_given_by_name_is_said_so(
 ) -> None:
     found = errors(tmp_path, job(f"{PKG}.jobs:only_positional", "    kwargs: {kind: pdf}\n"))
     assert found == [
-        f"5:14: {PKG}.jobs:only_positional(kind, /) takes 'kind' only by position; "
-        "move it to args"
+        f"5:14: {PKG}.jobs:only_positional(kind, /) takes 'kind' only by position; move it to args"
     ]
 
 
