@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import os
 import sys
 import textwrap
@@ -330,3 +331,61 @@ def test_a_secret_value_is_never_echoed_in_a_signature_error(
 def test_a_task_taking_anything_takes_anything(jobs: ModuleType, tmp_path: Path) -> None:
     extra = "    args: [1, 2, 3]\n    kwargs: {a: 1, password: x}\n"
     assert errors(tmp_path, job(f"{PKG}.jobs:anything", extra)) == []
+
+
+# -- item 9: task code that appears or changes while the engine runs -------------------------
+
+
+def test_a_task_module_created_later_is_found_on_the_next_scan(
+    jobs: ModuleType, tmp_path: Path
+) -> None:
+    loader = Loader(task_modules=(PKG,))
+    text = job(f"{PKG}.newmod:hello")
+    assert errors(tmp_path, text, loader) == [
+        f"3:11: task module '{PKG}.newmod' not found; check the path (tasks are imported "
+        "from the current directory)"
+    ]
+    package = Path(jobs.__file__).parent
+    (package / "newmod.py").write_text("def hello():\n    return 'hi'\n")
+    assert errors(tmp_path, text, loader) == []  # the file's bytes did not change
+
+
+def test_a_function_added_to_an_imported_module_says_a_restart_loads_it(
+    jobs: ModuleType, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    loader = Loader(task_modules=(PKG,))
+    assert errors(tmp_path, job(f"{PKG}.jobs:ping"), loader) == []
+    source = Path(jobs.__file__)
+    source.write_text(JOBS + "\n\ndef fresh():\n    return None\n")
+    found = errors(tmp_path, job(f"{PKG}.jobs:fresh"), loader)
+    assert len(found) == 1, found
+    assert found[0].startswith(f"3:11: module '{PKG}.jobs' has no callable 'fresh'"), found
+    assert found[0].endswith(
+        "jobs.py changed on disk since the engine imported it; restart the engine to load "
+        "the new code)"
+    ), found
+    # A task that still resolves from the old code: the log says so, once.
+    with caplog.at_level(logging.WARNING, logger="schedctl"):
+        for _ in range(3):
+            assert errors(tmp_path, job(f"{PKG}.jobs:ping"), loader) == []
+    warned = [r.getMessage() for r in caplog.records if "changed on disk" in r.getMessage()]
+    assert len(warned) == 1, warned
+    assert "restart the engine to load the new code" in warned[0]
+
+
+async def test_a_live_engine_applies_a_job_once_its_task_module_exists(
+    jobs: ModuleType, tmp_path: Path
+) -> None:
+    settings = engine_settings(tmp_path, PKG, shutdown_grace=0.5)
+    (settings.schedules_dir / "late.yaml").write_text(job(f"{PKG}.late:hello"))
+    async with running(settings) as engine:
+        status = await engine.get("/status")
+        assert [e["message"] for e in status["last_reconcile"]["errors"]] == [
+            f"task module '{PKG}.late' not found; check the path (tasks are imported "
+            "from the current directory)"
+        ]
+        (Path(jobs.__file__).parent / "late.py").write_text("def hello():\n    return None\n")
+        await engine.reconcile()  # as a resync or SIGHUP does; the YAML did not change
+        listed = (await engine.get("/jobs"))["jobs"]
+        assert [(j["id"], j["task"]) for j in listed] == [("j", f"{PKG}.late:hello")]
+        assert (await engine.get("/status"))["last_reconcile"]["errors"] == []
