@@ -94,7 +94,7 @@ class Engine:
         )
         self.celery_app = CeleryApp(
             celery_app_setting(self.settings),
-            lambda path: resolve_task(path, self.settings.task_modules),
+            lambda path: resolve_task(path, self.settings.task_modules, celery=True),
         )
         self.celery = CeleryExecutor(
             self.history, self.celery_app, self.db, self.blocking, self.fence_now, self.may_fire
@@ -178,11 +178,10 @@ class Engine:
         return await loop.run_in_executor(self.lease_io, partial(func, *args))
 
     def _resolve(self, task: Task) -> Callable[..., Any]:
-        if task.declared:
-            return resolve_task(task.ref, self.settings.task_modules)
-        from engine.files.tasks import resolve_runtime
-
-        return resolve_runtime(task.ref)
+        # The one resolver: a declared task under the allowed prefixes, a runtime job's
+        # function anywhere outside the standard library.
+        prefixes = self.settings.task_modules if task.declared else None
+        return resolve_task(task.ref, prefixes, celery=task.executor == "celery")
 
     def event(self, kind: str, **fields: Any) -> None:
         """An entry of the audit log (written by the writer thread)."""

@@ -201,7 +201,8 @@ def _validate(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     paths = [Path(p) for p in args.paths] or [settings.schedules_dir]
     celery = CeleryApp(
-        celery_app_setting(settings), lambda path: resolve_task(path, settings.task_modules)
+        celery_app_setting(settings),
+        lambda path: resolve_task(path, settings.task_modules, celery=True),
     )
     loader = Loader(
         settings.task_modules,
