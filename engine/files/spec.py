@@ -117,7 +117,21 @@ def _check_task(path: str) -> str:
     return path
 
 
+def _check_time(value: Any) -> Any:
+    """Times are ISO 8601: a number (or a string of digits) is not read as a Unix time."""
+    numeric = isinstance(value, int | float) or (
+        isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit()
+    )
+    if numeric:
+        raise ValueError(
+            f"{value!r} is not a date and time; write ISO 8601, e.g. 2027-01-01T09:00:00 "
+            "(read in the job's timezone) or 2027-01-01T09:00:00+01:00"
+        )
+    return value
+
+
 TimezoneName = Annotated[StrictStr, AfterValidator(_check_timezone)]
+Timestamp = Annotated[datetime, BeforeValidator(_check_time)]
 CronText = Annotated[StrictStr, AfterValidator(_check_cron)]
 TaskPath = Annotated[StrictStr, AfterValidator(_check_task)]
 
@@ -139,8 +153,8 @@ class _Options(BaseModel):
     misfire_grace: Duration = timedelta(minutes=1)
     coalesce: StrictBool = True
     jitter: Duration = timedelta(0)
-    start: datetime | None = None
-    end: datetime | None = None
+    start: Timestamp | None = None
+    end: Timestamp | None = None
     description: StrictStr | None = None
     labels: dict[StrictStr, StrictStr] = Field(default_factory=dict)
     executor: Literal["local", "celery"] = "local"
@@ -156,7 +170,7 @@ class JobSpec(_Options):
     task: TaskPath
     cron: CronText | None = None
     interval: Duration | None = None
-    at: datetime | None = None
+    at: Timestamp | None = None
 
     @model_validator(mode="after")
     def _rules(self) -> JobSpec:
