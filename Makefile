@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench torture torture-proof clean
+.PHONY: run test lint format bench torture torture-proof fuzz clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found; run 'make PYTHON=python3 ...'"; exit 1; }
@@ -34,6 +34,12 @@ torture: $(STAMP)
 # The claim-off proof: the replica scenario must catch runs fired twice.
 torture-proof: $(STAMP)
 	TORTURE=proof $(BIN)/pytest tests/torture -m torture_proof
+
+# The loader and `validate` fuzzed (tests/test_fuzz_loader.py): FUZZ_EXAMPLES cases per
+# property, two properties side by side (100,000 cases in all; `make test` runs 2,000).
+FUZZ_EXAMPLES ?= 50000
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/test_fuzz_loader.py -n 2 --hypothesis-show-statistics
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

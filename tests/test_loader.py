@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import subprocess
+import sys
 import textwrap
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import time_machine
 
 from engine.files.loader import Loader, find_files
+from engine.settings import Settings
 from tests.conftest import MakePackage
+from tests.harness import Running, engine_settings, eventually, parse_time, running
 
 
 @pytest.fixture(autouse=True)
@@ -272,3 +279,135 @@ def test_a_removed_file_drops_its_jobs(tmp_path: Path) -> None:
     gone.unlink()
 
     assert list(loader.scan([tmp_path]).jobs) == ["a"]
+
+
+# -- the engine with files it cannot use (issue 6, items 1, 5 and 6) ----------------------
+
+ENGINE_TASKS = "ld_tasks"
+
+
+def _bad_files() -> dict[str, str]:
+    """One file per way a value used to escape the loader or the scheduler."""
+    head = f"jobs:\n  {{name}}:\n    task: {ENGINE_TASKS}.jobs:ping\n"
+    values = {
+        "feb30": "    at: 2027-02-30T09:00:00\n",
+        "month13": "    interval: 5m\n    start: 2027-13-01T00:00:00\n",
+        "inttag": "    interval: !!int abc\n",
+        "booltag": "    interval: 5m\n    paused: !!bool maybe\n",
+        "stamptag": "    at: !!timestamp abc\n",
+        "digits": "    interval: " + "9" * 5000 + "\n",
+        "surrogate": '    interval: 5m\n    description: "\\ud800"\n',
+        "nested": "    interval: 5m\n    args: " + "[" * 300 + "]" * 300 + "\n",
+        "offset": "    at: 9999-12-31T23:59:59-05:00\n",
+        "pagopago": "    at: 9999-12-31T23:59:59\n    timezone: Pacific/Pago_Pago\n",
+        "tiny": "    interval: 0.000001\n",
+        "bell": '    interval: 5m\n    description: "\x07"\n',
+    }
+    return {name: head.format(name=name) + value for name, value in values.items()}
+
+
+@pytest.fixture
+def engine_setup(tmp_path: Path, make_package: MakePackage) -> Settings:
+    make_package(ENGINE_TASKS, {"jobs": "async def ping():\n    return 'ok'\n"})
+    return engine_settings(tmp_path, ENGINE_TASKS, shutdown_grace=0.5)
+
+
+async def test_the_engine_starts_over_files_it_cannot_use_and_applies_the_others(
+    engine_setup: Settings,
+) -> None:
+    schedules = engine_setup.schedules_dir
+    for name, text in _bad_files().items():
+        (schedules / f"{name}.yaml").write_text(text)
+    good = schedules / "good.yaml"
+    good.write_text(f"jobs:\n  good:\n    task: {ENGINE_TASKS}.jobs:ping\n    interval: 1h\n")
+
+    async with running(engine_setup) as engine:
+        assert [job["id"] for job in (await engine.get("/jobs"))["jobs"]] == ["good"]
+        errors = (await engine.get("/status"))["last_reconcile"]["errors"]
+        assert sorted({Path(e["file"]).stem for e in errors}) == sorted(_bad_files())
+        assert all(e["line"] > 1 for e in errors), errors  # each at its value, not at 1:1
+
+        # A running engine goes on applying every other file's edits.
+        good.write_text(f"jobs:\n  good:\n    task: {ENGINE_TASKS}.jobs:ping\n    interval: 2h\n")
+        (schedules / "new.yaml").write_text(
+            f"jobs:\n  new:\n    task: {ENGINE_TASKS}.jobs:ping\n    interval: 1h\n"
+        )
+        report = await engine.reconcile()
+        assert (report["added"], report["updated"]) == (1, 1), report
+        job = await engine.job("good")
+        assert job["trigger"]["expression"] == "2h"
+
+
+async def test_a_server_with_the_smallest_interval_and_a_huge_catch_up_keeps_answering(
+    engine_setup: Settings,
+) -> None:
+    # Ten jobs at the smallest interval a file may declare, with jitter, never coalesced,
+    # and a grace of a century: after two days down, 172,800 missed fire times each.
+    body = "".join(
+        f"  tick-{n}:\n    task: {ENGINE_TASKS}.jobs:ping\n    interval: 1s\n"
+        "    jitter: 1s\n    coalesce: false\n    misfire_grace: 5200w\n"
+        for n in range(10)
+    )
+    (engine_setup.schedules_dir / "ticks.yaml").write_text("jobs:\n" + body)
+    async with running(engine_setup) as engine:
+        first = parse_time((await engine.job("tick-0"))["next_run_time"])
+
+    with time_machine.travel(first + timedelta(days=2), tick=True):
+        async with running(engine_setup) as engine:
+            # The catch-up is bounded (2,000 fire times a job, then the latest due): the
+            # loop answers within the catch-up and, once it is done, nothing is stalled.
+            await eventually(
+                lambda: _healthy(engine), within=10, what="/healthz ok after the catch-up"
+            )
+            slowest = 0.0
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                asked = time.monotonic()
+                response = await engine.client.get("/healthz")
+                slowest = max(slowest, time.monotonic() - asked)
+                assert response.status_code == 200, response.text
+                await asyncio.sleep(0.1)
+            assert slowest < 0.5, f"/healthz took {slowest:.2f}s"
+            job = await engine.job("tick-0")
+            assert parse_time(job["next_run_time"]) > datetime.now(UTC) - timedelta(seconds=5)
+
+
+async def _healthy(engine: Running) -> bool:
+    response = await engine.client.get("/healthz")
+    return response.status_code == 200
+
+
+def test_validate_reports_every_files_problems_when_one_holds_a_value_yaml_cannot_build(
+    tmp_path: Path,
+) -> None:
+    # `schedctl validate` used to print a bare "error: day is out of range for month" and
+    # hide every other file's problems.
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "__init__.py").touch()
+    (tmp_path / "tasks" / "launch.py").write_text("def go():\n    pass\n")
+    write(
+        tmp_path / "s" / "a.yaml",
+        "jobs:\n  a:\n    task: tasks.launch:go\n    at: 2027-02-30T09:00:00\n",
+    )
+    write(tmp_path / "s" / "b.yaml", "jobs:\n  b:\n    task: tasks.launch:go\n    crn: x\n")
+    write(tmp_path / "s" / "c.yaml", "jobs:\n  c:\n    task: tasks.launch:go\n    interval: 1s\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_")}
+    env.pop("PYTHONPATH", None)
+
+    done = subprocess.run(
+        [sys.executable, "-m", "engine", "validate", "s"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 1
+    assert done.stdout.splitlines() == [
+        "s/a.yaml:4:9: error: '2027-02-30T09:00:00' is not a valid date or time (day is out "
+        "of range for month); write an ISO 8601 date and time such as 2027-01-01T09:00:00",
+        "s/b.yaml:4:5: error: unknown field 'crn'; did you mean 'cron'?",
+    ]
+    assert done.stderr == "FAILED: 2 problem(s) in 2 of 3 file(s)\n"

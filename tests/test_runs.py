@@ -326,7 +326,7 @@ async def test_forbid_records_a_run_due_while_the_previous_one_goes_as_skipped(
         jobs:
           single:
             task: rn_tasks.jobs:held
-            interval: 500ms
+            interval: 1s
         """,
     )
     async with running(settings) as engine:
@@ -359,7 +359,7 @@ async def test_allow_runs_up_to_max_instances_beside_each_other(
         jobs:
           parallel:
             task: rn_tasks.jobs:held
-            interval: 500ms
+            interval: 1s
             concurrency: allow
             max_instances: 2
         """,
@@ -399,7 +399,7 @@ async def test_replace_cancels_the_running_run_and_starts_the_new_one(
         jobs:
           latest-wins:
             task: rn_tasks.jobs:held
-            interval: 500ms
+            interval: 1s
             concurrency: replace
         """,
     )

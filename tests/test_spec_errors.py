@@ -7,12 +7,14 @@ Each case writes real YAML into a folder, scans it with ``Loader`` and pins the 
 from __future__ import annotations
 
 import textwrap
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 
 from engine.files.loader import Loader
+from engine.scheduler.jobs import schedule_problem
 from tests.conftest import MakePackage
 
 TASK_CODE = {
@@ -585,3 +587,352 @@ def test_task_module_that_exits_while_importing_is_a_problem(
     assert problem_lines(tmp_path) == [
         f"{path}:3:11: error: task module 'tasks.legacy' failed to import: SystemExit: 0"
     ]
+
+
+# -- values YAML cannot build (issue 6, item 1) ---------------------------------------------
+
+# {value written after `at:` / in a job}: the line:col of the value and the start of the
+# message. Each one escaped the loader as a bare ValueError, KeyError, AttributeError,
+# OverflowError or RecursionError before.
+UNBUILDABLE = [
+    pytest.param(
+        "at: 2027-02-30T09:00:00",
+        (4, 9),
+        "'2027-02-30T09:00:00' is not a valid date or time (day is out of range for month); "
+        "write an ISO 8601 date and time such as 2027-01-01T09:00:00",
+        id="february-30",
+    ),
+    pytest.param(
+        "interval: 5m\n    start: 2027-13-01T00:00:00",
+        (5, 12),
+        "'2027-13-01T00:00:00' is not a valid date or time (month must be in 1..12)",
+        id="month-13",
+    ),
+    pytest.param(
+        "interval: !!int abc",
+        (4, 15),
+        "YAML cannot read 'abc' as !!int; write an integer such as 42",
+        id="int-tag",
+    ),
+    pytest.param(
+        "interval: !!float xyz",
+        (4, 15),
+        "YAML cannot read 'xyz' as !!float; write a number such as 1.5",
+        id="float-tag",
+    ),
+    pytest.param(
+        "interval: 5m\n    paused: !!bool maybe",
+        (5, 13),
+        "YAML cannot read 'maybe' as !!bool; write true or false",
+        id="bool-tag",
+    ),
+    pytest.param(
+        "at: !!timestamp abc",
+        (4, 9),
+        "'abc' is not a valid date or time (not a date); write an ISO 8601 date",
+        id="timestamp-tag",
+    ),
+    pytest.param(
+        "interval: " + "9" * 5000,
+        (4, 15),
+        "the integer '" + "9" * 37 + "...' has 5000 digits, more than 4300",
+        id="int-over-4300-digits",
+    ),
+    pytest.param(
+        "interval: 5m\n    args: [0x" + "f" * 4000 + "]",
+        (5, 12),
+        "the integer 0xffffffffffffffffff... has more than 4300 decimal digits",
+        id="hex-int-over-4300-digits",
+    ),
+    pytest.param(
+        'interval: 5m\n    description: "\\ud800"',
+        (5, 18),
+        "the string holds a lone surrogate escape \\ud800, which is no character",
+        id="lone-surrogate",
+    ),
+    pytest.param(
+        'interval: 5m\n    kwargs: {"\\udfff": 1}',
+        (5, 14),
+        "the string holds a lone surrogate escape \\udfff",
+        id="lone-surrogate-key",
+    ),
+    pytest.param(
+        "interval: 5m\n    args: " + "[" * 300 + "]" * 300,
+        (5, 72),
+        "invalid YAML: nested more than 64 levels deep",
+        id="nested-300",
+    ),
+    pytest.param(
+        "interval: 5m\n    args: " + "[" * 3000 + "]" * 3000,
+        (5, 72),
+        "invalid YAML: nested more than 64 levels deep",
+        id="nested-3000",
+    ),
+    pytest.param(
+        "at: 0001-01-01T00:00:00+05:00",
+        (4, 9),
+        "'0001-01-01T00:00:00+05:00' lies outside the years 1 to 9999 once its UTC offset",
+        id="year-1-with-offset",
+    ),
+    pytest.param(
+        "at: 9999-12-31T23:59:59-05:00",
+        (4, 9),
+        "'9999-12-31T23:59:59-05:00' lies outside the years 1 to 9999 once its UTC offset",
+        id="year-9999-with-offset",
+    ),
+    pytest.param(
+        "interval: 5m\n    start: 0001-01-01T00:00:00\n    end: 0001-01-01T01:00:00+05:00",
+        (6, 10),
+        "'0001-01-01T01:00:00+05:00' lies outside the years 1 to 9999",
+        id="window-near-year-1",
+    ),
+]
+
+
+@pytest.mark.usefixtures("tasks_package")
+@pytest.mark.parametrize(("written", "place", "message"), UNBUILDABLE)
+def test_a_value_yaml_cannot_build_is_one_located_problem_and_other_files_still_load(
+    tmp_path: Path, written: str, place: tuple[int, int], message: str
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"jobs:\n  broken:\n    task: tasks.jobs:nightly\n    {written}\n")
+    other_bad = write(tmp_path, "other.yaml", "jobs:\n  typo:\n    task: tasks.jobs:nightly\n")
+    write(tmp_path, "good.yaml", "jobs:\n  fine:\n    task: tasks.jobs:ping\n    interval: 5m\n")
+
+    snapshot = Loader().scan([tmp_path])
+
+    mine = [str(p) for p in snapshot.problems if p.file == str(bad)]
+    assert len(mine) == 1, mine
+    line, column = place
+    assert mine[0].startswith(f"{bad}:{line}:{column}: error: {message}")
+    assert "\n" not in mine[0]
+    assert [p.file for p in snapshot.problems if p.file != str(bad)] == [str(other_bad)]
+    assert list(snapshot.jobs) == ["fine"]
+
+
+@pytest.mark.usefixtures("tasks_package")
+def test_an_unexpected_failure_reading_one_file_is_a_problem_of_that_file_only(
+    tmp_path: Path,
+) -> None:
+    # The last resort: whatever escapes the checks (here a setup check that fails) is that
+    # file's problem at 1:1, and the scan goes on.
+    def broken_check(spec: object) -> tuple[str, str] | None:
+        if "nightly" in str(getattr(spec, "task", "")):
+            raise RuntimeError("boom\nsecond line")
+        return None
+
+    bad = write(
+        tmp_path, "a.yaml", 'jobs:\n  r:\n    task: tasks.jobs:nightly\n    cron: "0 2 * * *"\n'
+    )
+    write(tmp_path, "b.yaml", "jobs:\n  p:\n    task: tasks.jobs:ping\n    interval: 5m\n")
+
+    snapshot = Loader(job_check=broken_check).scan([tmp_path])
+
+    assert [str(p) for p in snapshot.problems] == [
+        f"{bad}:1:1: error: schedctl could not read this file (RuntimeError: boom second "
+        "line); this is a bug in schedctl, please report it with the file"
+    ]
+    assert list(snapshot.jobs) == ["p"]
+
+
+# -- reader errors (issue 6, item 2) --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("character", "hint"),
+    [
+        ("\x07", 'remove it, or write it as the escape "\\x07" inside double quotes'),
+        ("\ufffe", "remove it"),
+    ],
+    ids=["bell", "non-character"],
+)
+def test_a_character_yaml_refuses_deep_in_a_file_is_one_line_at_its_place(
+    tmp_path: Path, character: str, hint: str
+) -> None:
+    # Position 12,300 of the file, on line 5, after a multi-byte character: a byte offset
+    # or a count from the wrong line would put it elsewhere.
+    head = 'jobs:\n  r:\n    task: tasks.jobs:nightly\n    cron: "0 2 * * *"\n    description: "é'
+    filler = "x" * (12_300 - len(head))
+    path = tmp_path / "s.yaml"
+    path.write_text(head + filler + character + '"\n')
+    column = 12_300 - head.rindex("\n")
+
+    lines = problem_lines(tmp_path)
+
+    code = f"U+{ord(character):04X}"
+    assert len(lines) == 1
+    assert lines[0].startswith(f"{path}:5:{column}: error: invalid YAML: ")
+    assert code in lines[0] and lines[0].endswith(hint)
+
+
+# -- merge keys and x- keys (issue 6, item 3) -----------------------------------------------
+
+
+@pytest.mark.usefixtures("tasks_package")
+def test_a_key_written_beside_a_merge_overrides_the_merged_one(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "s.yaml",
+        """
+        x-base: &base
+          task: tasks.jobs:nightly
+          interval: 5m
+          retries: 1
+        x-more: &more
+          retries: 2
+          timeout: 1m
+          labels: {team: ops}
+        jobs:
+          override:
+            <<: *base
+            interval: 10m
+          listed:
+            <<: [*more, *base]
+            labels: {team: web}
+        """,
+    )
+
+    snapshot = Loader().scan([tmp_path])
+
+    assert snapshot.problems == []
+    override, listed = snapshot.jobs["override"].spec, snapshot.jobs["listed"].spec
+    assert (override.interval, override.retries) == (timedelta(minutes=10), 1)
+    # Of a merged list, the earlier mapping wins; the job's own keys win over both.
+    assert (listed.retries, listed.timeout, listed.labels) == (
+        2,
+        timedelta(minutes=1),
+        {"team": "web"},
+    )
+
+
+@pytest.mark.usefixtures("tasks_package")
+def test_a_key_written_twice_by_hand_beside_a_merge_is_still_a_duplicate(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "s.yaml",
+        """
+        x-base: &base
+          task: tasks.jobs:nightly
+        jobs:
+          twice:
+            <<: *base
+            interval: 5m
+            interval: 10m
+        """,
+    )
+
+    assert problem_lines(tmp_path) == [
+        f"{path}:7:5: error: duplicate key 'interval' (first written on line 6); keep one of them"
+    ]
+
+
+@pytest.mark.usefixtures("tasks_package")
+def test_a_merge_of_something_else_than_a_mapping_is_located(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "s.yaml",
+        """
+        jobs:
+          odd:
+            <<: 5
+            task: tasks.jobs:nightly
+            interval: 5m
+        """,
+    )
+
+    assert problem_lines(tmp_path) == [
+        f"{path}:3:9: error: the merge key '<<' takes a mapping, an alias of one (<<: *base) "
+        "or a list of them (<<: [*a, *b])"
+    ]
+
+
+# -- times the scheduler cannot hold (issue 6, item 5) --------------------------------------
+
+OVERFLOWING = [
+    pytest.param(
+        "at: 9999-12-31T23:59:59\n    timezone: Pacific/Pago_Pago", (4, 9), id="at-9999-pago-pago"
+    ),
+    pytest.param(
+        "interval: 1h\n    start: 9999-12-31T23:00:00\n    timezone: Pacific/Pago_Pago",
+        (5, 12),
+        id="interval-start-9999",
+    ),
+    pytest.param(
+        'cron: "0 0 * * *"\n    start: 9999-12-31T00:00:00\n    timezone: Pacific/Pago_Pago',
+        (5, 12),
+        id="cron-start-9999",
+    ),
+]
+
+
+@pytest.mark.usefixtures("tasks_package")
+@pytest.mark.parametrize(("written", "place"), OVERFLOWING)
+def test_a_job_whose_fire_times_overflow_the_scheduler_is_refused_where_written(
+    tmp_path: Path, written: str, place: tuple[int, int]
+) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(f"jobs:\n  late:\n    task: tasks.jobs:nightly\n    {written}\n")
+
+    lines = problem_lines(tmp_path, Loader(schedule_check=schedule_problem))
+
+    line, column = place
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        f"{path}:{line}:{column}: error: the scheduler cannot compute this job's fire times ("
+    )
+    assert lines[0].endswith(
+        "lie outside the years 1 to 9999 in UTC; write a date and time between 0001-01-02 "
+        "and 9999-12-30"
+    )
+
+
+@pytest.mark.usefixtures("tasks_package")
+@pytest.mark.parametrize(
+    "written",
+    [
+        "at: 9999-12-30T00:00:00\n    timezone: Pacific/Pago_Pago",
+        "at: 0001-01-01T00:00:00\n    timezone: Pacific/Kiritimati",
+        "interval: 1h\n    start: 0001-01-01T00:00:00\n    timezone: Pacific/Kiritimati",
+        'cron: "0 0 * * *"\n    end: 9999-12-30T00:00:00\n    timezone: Pacific/Pago_Pago',
+    ],
+    ids=["at-9999-12-30", "at-year-1-east", "interval-from-year-1", "cron-until-9999"],
+)
+def test_times_near_the_calendar_edges_that_the_scheduler_holds_are_accepted(
+    tmp_path: Path, written: str
+) -> None:
+    (tmp_path / "s.yaml").write_text(
+        f"jobs:\n  edge:\n    task: tasks.jobs:nightly\n    {written}\n"
+    )
+
+    assert problem_lines(tmp_path, Loader(schedule_check=schedule_problem)) == []
+
+
+# -- the shortest interval (issue 6, item 6) ------------------------------------------------
+
+
+@pytest.mark.usefixtures("tasks_package")
+@pytest.mark.parametrize("value", ["0.000001", "0.5", "999ms", "0.999s"])
+def test_an_interval_below_one_second_is_refused(tmp_path: Path, value: str) -> None:
+    path = write(
+        tmp_path,
+        "s.yaml",
+        f"""
+        jobs:
+          spin:
+            task: tasks.jobs:ping
+            interval: {value}
+        """,
+    )
+
+    lines = problem_lines(tmp_path)
+
+    assert len(lines) == 1
+    assert lines[0].startswith(f"{path}:4:5: error: interval must be at least 1s; ")
+
+
+@pytest.mark.usefixtures("tasks_package")
+@pytest.mark.parametrize("value", ["1", "1s", "1000ms", "1.5"])
+def test_an_interval_of_one_second_or_more_is_accepted(tmp_path: Path, value: str) -> None:
+    write(tmp_path, "s.yaml", f"jobs:\n  tick:\n    task: tasks.jobs:ping\n    interval: {value}\n")
+
+    assert problem_lines(tmp_path) == []

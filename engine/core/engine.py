@@ -89,7 +89,9 @@ class Engine:
         self.persister = Persister(
             self.db, history_limit=self.settings.history_limit, fence=self.fence_now
         )
-        self.runner = Runner(self.history, self.threads, self._resolve, self.stopping)
+        self.runner = Runner(
+            self.history, self.threads, self._resolve, self.stopping, self.may_start
+        )
         self.celery_app = CeleryApp(
             celery_app_setting(self.settings),
             lambda path: resolve_task(path, self.settings.task_modules, celery=True),
@@ -155,6 +157,11 @@ class Engine:
 
     def may_fire(self) -> bool:
         return self.leading and self.lease.valid() and not self._stopping
+
+    def may_start(self) -> bool:
+        """Whether a claimed run's code may start now: not once the lease has run out
+        (a clean stop, which gives the lease up last, lets queued runs start)."""
+        return self._stopping or (self.leading and self.lease.valid())
 
     def stopping(self) -> bool:
         return self._stopping

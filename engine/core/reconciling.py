@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.files.loader import Declared, Loader, Snapshot
 from engine.reconciler import Desired, Op, Plan, plan
+from engine.scheduler.jobs import schedule_problem
 
 if TYPE_CHECKING:
     from engine.core.engine import Engine
@@ -61,6 +62,7 @@ class Reconciling:
             settings.task_modules,
             settings.timezone,
             job_check=engine.celery_app.check_job,
+            schedule_check=schedule_problem,
         )
         self.lock = asyncio.Lock()
         self.dirty = asyncio.Event()

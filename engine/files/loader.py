@@ -31,7 +31,7 @@ from engine.files.spec import (
     JobSpec,
 )
 from engine.files.tasks import changed_since_import, resolve_task, signature_problem, split_task
-from engine.files.yamlio import Located, parse_yaml
+from engine.files.yamlio import Located, one_line, parse_yaml
 
 __all__ = ["Declared", "FileResult", "Loader", "Snapshot", "display_path", "find_files"]
 
@@ -151,6 +151,7 @@ class Loader:
         timezone: str = "UTC",
         check_tasks: bool = True,
         job_check: Callable[[JobSpec], tuple[str, str] | None] | None = None,
+        schedule_check: Callable[[JobSpec], tuple[str, str] | None] | None = None,
     ) -> None:
         self.task_modules = tuple(task_modules)
         self.timezone = timezone
@@ -158,6 +159,9 @@ class Loader:
         # A check of the running setup (e.g. that a celery job's task is a task of the
         # Celery app): (field, message) of a problem, asked once per task and executor.
         self.job_check = job_check
+        # Whether the scheduler can compute the job's fire times, as (field, message) of a
+        # problem: the engine's own triggers, given from above (files import no scheduler).
+        self.schedule_check = schedule_check
         self._jobs: dict[tuple[str, str], tuple[str, str] | None] = {}
         self._cache: dict[str, FileResult] = {}
         self.parsed = 0  # files parsed, not served from cache: for tests and benchmarks
@@ -275,7 +279,17 @@ class Loader:
             problem = Problem(path, 1, 1, f"not UTF-8 text ({exc.reason} at byte {exc.start})")
             result = FileResult(path, digest, problems=(problem,))
         else:
-            result = self._load_text(path, text, digest)
+            try:
+                result = self._load_text(path, text, digest)
+            except Exception as exc:  # the last resort: this file fails, never the scan
+                problem = Problem(
+                    path,
+                    1,
+                    1,
+                    f"schedctl could not read this file ({type(exc).__name__}: {exc}); "
+                    "this is a bug in schedctl, please report it with the file",
+                )
+                result = FileResult(path, digest, problems=(one_line(problem),))
         finally:
             self._checked[path], self._used = self._used, None
         self._cache[path] = result
@@ -286,7 +300,7 @@ class Loader:
         jobs: dict[str, Declared] = {}
         if doc.data is not None:
             jobs = _FileChecker(self, doc).check()
-        problems = tuple(sorted(doc.problems))
+        problems = tuple(sorted(one_line(p) for p in doc.problems))
         return FileResult(path, digest, {} if problems else jobs, problems)
 
 
@@ -303,7 +317,7 @@ class _FileChecker:
             )
             return {}
         for key in data:
-            if key not in _TOP_FIELDS:
+            if key not in _TOP_FIELDS and not str(key).startswith("x-"):  # x-: anchors
                 self.doc.problem((key,), _unknown(key, _TOP_FIELDS, "top-level key"), key=True)
         if data.get("version", 1) != 1:
             self.doc.problem(("version",), "unsupported schema version; write version: 1")
@@ -385,6 +399,12 @@ class _FileChecker:
             return None
         if self.loader.check_tasks and not self._tasks_fit(job_id, body, spec):
             return None
+        if self.loader.schedule_check is not None:
+            schedule_error = self.loader.schedule_check(spec)
+            if schedule_error is not None:
+                name, message = schedule_error
+                self.doc.problem(self._origin(job_id, body, name), message)
+                return None
         line, column = self.doc.where(base, key=True)
         return Declared(job_id, spec, self.doc.file, line, column, spec.fingerprint())
 
@@ -412,6 +432,12 @@ class _FileChecker:
             return False
         return True
 
+    def _refused_in(self, job_id: str) -> bool:
+        """Whether a value of this job (or of the defaults) could not be built."""
+        return any(
+            path[:2] == ("jobs", job_id) or path[:1] == ("defaults",) for path in self.doc.refused
+        )
+
     def _origin(self, job_id: str, body: dict[str, Any], name: str) -> tuple[str, ...]:
         return ("jobs", job_id, name) if name in body else ("defaults", name)
 
@@ -421,11 +447,14 @@ class _FileChecker:
         base = ("jobs", job_id)
         cause = (error.get("ctx") or {}).get("error")
         if isinstance(cause, FieldError):
+            if self._refused_in(job_id):
+                return  # a value YAML could not build is missing: that is the problem
             where = self._origin(job_id, body, cause.field) if cause.field else base
             self.doc.problem(where, str(cause), key=cause.field in (None, *TRIGGER_FIELDS))
             return
         if not loc:
-            self.doc.problem(base, _message(error), key=True)
+            if not self._refused_in(job_id):
+                self.doc.problem(base, _message(error), key=True)
             return
         name = str(loc[0])
         path = (*self._origin(job_id, body, name), *loc[1:])

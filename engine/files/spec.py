@@ -38,6 +38,7 @@ from engine.files.durations import format_duration, parse_duration
 
 __all__ = [
     "JOB_ID_PATTERN",
+    "MIN_INTERVAL",
     "OPTION_FIELDS",
     "SCHEDULE_FIELDS",
     "TRIGGER_FIELDS",
@@ -47,7 +48,6 @@ __all__ = [
     "JobDefaults",
     "JobSpec",
     "as_dict",
-    "file_schema",
     "fingerprint",
     "fingerprint_text",
 ]
@@ -56,6 +56,8 @@ JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _TASK_PATTERN = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*([.:][A-Za-z_]\w*)$")
 TRIGGER_FIELDS = ("cron", "interval", "at")
 SCHEDULE_FIELDS = ("cron", "interval", "at", "timezone", "start", "end", "jitter")
+# The shortest interval a file may declare: shorter ones only load the event loop.
+MIN_INTERVAL = timedelta(seconds=1)
 
 
 class Concurrency(StrEnum):
@@ -166,8 +168,12 @@ class JobSpec(_Options):
                 f"a job needs exactly one of cron, interval or at (given: {given}); "
                 'for example cron: "0 2 * * *" or interval: 5m',
             )
-        if self.interval is not None and self.interval <= timedelta(0):
-            raise FieldError("interval", "interval must be greater than zero; write e.g. 30s or 5m")
+        if self.interval is not None and self.interval < MIN_INTERVAL:
+            raise FieldError(
+                "interval",
+                f"interval must be at least 1s; a shorter one only heats the machine "
+                f"(got {format_duration(self.interval)}); write e.g. 1s, 30s or 5m",
+            )
         if self.timeout is not None and self.timeout <= timedelta(0):
             raise FieldError(
                 "timeout", "timeout must be greater than zero; write e.g. 10m, or leave it out"
@@ -182,8 +188,18 @@ class JobSpec(_Options):
             raise FieldError(
                 "queue", "queue only applies with executor: celery; add it or remove queue"
             )
-        if self.start and self.end and _naive_cmp(self.start) >= _naive_cmp(self.end):
-            raise FieldError("end", "end must be after start")
+        if self.start and self.end:
+            zone = ZoneInfo(self.timezone)
+            try:
+                ordered = _aware(self.start, zone) < _aware(self.end, zone)
+            except (OverflowError, ValueError):  # an instant beyond year 1 or 9999 in UTC
+                raise FieldError(
+                    "end",
+                    "start or end lies outside the years 1 to 9999 in UTC; write a date "
+                    "and time between 0001-01-02 and 9999-12-30",
+                ) from None
+            if not ordered:
+                raise FieldError("end", "end must be after start")
         return self
 
     @property
@@ -209,12 +225,9 @@ class JobSpec(_Options):
         return fingerprint_text(self.canonical_json())
 
 
-def _naive_cmp(value: datetime) -> datetime:
-    return (
-        value.replace(tzinfo=None)
-        if value.tzinfo is None
-        else value.astimezone().replace(tzinfo=None)
-    )
+def _aware(value: datetime, zone: ZoneInfo) -> datetime:
+    """A naive window bound is read in the job's zone, as the scheduler reads it."""
+    return value.replace(tzinfo=zone) if value.tzinfo is None else value
 
 
 JobDefaults = create_model(  # type: ignore[call-overload]
@@ -270,13 +283,6 @@ class Essence(Mapping[str, Any]):
 def as_dict(essence: Mapping[str, Any]) -> dict[str, Any]:
     """A plain dict of any essence, lazy or not."""
     return essence.materialize() if isinstance(essence, Essence) else dict(essence)
-
-
-def file_schema() -> dict[str, Any]:
-    """The JSON Schema of a schedule file, for editors and CI."""
-    schema = FileSpec.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    return schema
 
 
 def fingerprint_text(text: str) -> str:

@@ -77,6 +77,22 @@ class BoundedJob(Job):
         next_run_time = self.next_run_time
         while next_run_time is not None and next_run_time <= now:
             run_times.append(next_run_time)
+            if len(run_times) >= 2 * CATCH_UP_LIMIT:
+                # Even inside a long grace (a 1 s job down for days, never coalesced): the
+                # times between these and the latest one due are skipped, so a pass stays
+                # bounded and the job is not left days behind (a stall) for the next one.
+                latest = self._latest_due(now)
+                if latest is not None and latest > next_run_time:
+                    log.warning(
+                        "Job %s is more than %d fire times behind (the engine was down, or "
+                        "its clock jumped); the times between %s and %s are skipped.",
+                        self.id,
+                        2 * CATCH_UP_LIMIT,
+                        next_run_time.isoformat(),
+                        latest.isoformat(),
+                    )
+                    run_times.append(latest)
+                break
             next_run_time = self.trigger.get_next_fire_time(next_run_time, now)
             if len(run_times) >= CATCH_UP_LIMIT and next_run_time is not None:
                 grace = self.misfire_grace_time or 0
@@ -93,9 +109,19 @@ class BoundedJob(Job):
                     resumed.isoformat() if resumed else "its end",
                 )
                 next_run_time = resumed
-                if len(run_times) >= 2 * CATCH_UP_LIMIT:
-                    break
         return run_times
+
+    def _latest_due(self, now: datetime) -> datetime | None:
+        """A fire time at most ``now`` and close to it (searched back, doubling)."""
+        back = timedelta(seconds=1)
+        while back < timedelta(days=200 * 366):
+            found = self.trigger.get_next_fire_time(None, now - back)
+            if found is None:
+                return None
+            if found <= now:
+                return found
+            back *= 2
+        return None
 
 
 def build_job(

@@ -10,6 +10,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+from apscheduler.util import datetime_to_utc_timestamp
 
 from engine.execution.task import Task
 from engine.files.durations import format_duration
@@ -19,7 +20,14 @@ from engine.files.tasks import split_task
 from engine.redact import secret_values
 from engine.scheduler.triggers import CrontabTrigger
 
-__all__ = ["describe_trigger", "runtime_task", "task_of", "trigger_for", "trigger_zone"]
+__all__ = [
+    "describe_trigger",
+    "runtime_task",
+    "schedule_problem",
+    "task_of",
+    "trigger_for",
+    "trigger_zone",
+]
 
 
 def trigger_for(spec: JobSpec, now: datetime) -> BaseTrigger:
@@ -40,6 +48,42 @@ def trigger_for(spec: JobSpec, now: datetime) -> BaseTrigger:
         )
     assert spec.at is not None
     return DateTrigger(run_date=aware(spec.at, zone), timezone=zone)
+
+
+def schedule_problem(spec: JobSpec, now: datetime | None = None) -> tuple[str, str] | None:
+    """Why the scheduler cannot hold ``spec``, as (field, message), or None.
+
+    The loader's check, so that ``validate`` and the engine agree: the first fire time
+    and the one after it, computed by the very triggers the engine builds, and turned
+    into the UTC timestamps the job store and the database keep. A time near year 1 or
+    9999 that leaves the calendar once in UTC fails here instead of silently later.
+    """
+    if spec.at is None and spec.start is None and spec.end is None:
+        # Counted from now, a cron or an interval (at most a century, as is the jitter)
+        # stays far inside the calendar: nothing to compute, at 100k jobs that matters.
+        return None
+    now = now or datetime.now(UTC)
+    try:
+        trigger = trigger_for(spec, now)
+        first = trigger.get_next_fire_time(None, now)
+        if first is not None:
+            datetime_to_utc_timestamp(first)  # what the job store orders jobs by
+            datetime.fromtimestamp(first.timestamp(), UTC)  # what a restart reads back
+            after = trigger.get_next_fire_time(first, first)
+            if after is not None:
+                datetime_to_utc_timestamp(after)
+    except (OverflowError, ValueError) as exc:
+        field = next(
+            (name for name in ("at", "start", "end") if getattr(spec, name) is not None),
+            "cron" if spec.cron is not None else "interval",
+        )
+        return (
+            field,
+            f"the scheduler cannot compute this job's fire times ({exc}): in "
+            f"{spec.timezone} they lie outside the years 1 to 9999 in UTC; write a date "
+            "and time between 0001-01-02 and 9999-12-30",
+        )
+    return None
 
 
 def task_of(spec: JobSpec) -> Task:
