@@ -19,7 +19,7 @@ from types import ModuleType
 
 import pytest
 
-from engine.errors import TaskError
+from engine.errors import JobRefused, TaskError
 from engine.files.loader import Loader
 from engine.files.tasks import resolve_runtime, resolve_task
 from engine.settings import Settings
@@ -389,3 +389,15 @@ async def test_a_live_engine_applies_a_job_once_its_task_module_exists(
         listed = (await engine.get("/jobs"))["jobs"]
         assert [(j["id"], j["task"]) for j in listed] == [("j", f"{PKG}.late:hello")]
         assert (await engine.get("/status"))["last_reconcile"]["errors"] == []
+
+
+async def test_the_runtime_api_refuses_at_once_what_a_run_would_refuse(
+    jobs: ModuleType, tmp_path: Path
+) -> None:
+    settings = engine_settings(tmp_path, PKG, shutdown_grace=0.5)
+    async with running(settings) as engine:
+        with pytest.raises(JobRefused, match="name one function defined at the top"):
+            await engine.scheduler.add_interval_job(jobs.Report.method, seconds=1)
+        added = await engine.scheduler.add_interval_job(jobs.ping, "ping", seconds=60)
+        assert added == "ping"
+        assert [j["id"] for j in await engine.scheduler.get_jobs()] == ["ping"]

@@ -4,7 +4,9 @@
 skipping names that start with ``.`` or end with ``~``), parses each one, and gives a
 ``Snapshot``: the jobs of every valid file and every problem of every invalid one, plus
 the ids declared in more than one file. Parsed files are cached by content hash, so a
-rescan after one edit re-parses one file.
+rescan after one edit re-parses one file; the task checks a cached result rests on are
+asked again on every scan (a task module may have appeared, or changed), and a file is
+re-parsed when one gives another answer.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ noticed (``changed_since_import``), so an error can say that a restart loads it.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import importlib.util
@@ -36,6 +37,7 @@ import os
 import re
 import sys
 import types
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import PurePath
 from typing import Any
@@ -52,6 +54,7 @@ __all__ = [
     "split_task",
 ]
 
+_signatures: weakref.WeakKeyDictionary[Any, inspect.Signature | None] = weakref.WeakKeyDictionary()
 _STDLIB = frozenset(sys.stdlib_module_names) | {"builtins", "__main__"}
 # Each module file's (mtime_ns, size) when the resolver first met the module object that
 # was imported from it (keyed by the object's id: a module imported afresh is met anew).
@@ -159,14 +162,8 @@ def signature_problem(
     Functions without an inspectable signature are not checked. Messages never show an
     argument's value, only names.
     """
-    func: Any = target
-    if not inspect.isfunction(func):
-        func = getattr(func, "run", None)  # a Celery task: its function
-        if func is None:
-            return None
-    try:
-        signature = inspect.signature(func)
-    except (TypeError, ValueError):
+    signature = _signature(target)
+    if signature is None:
         return None
     try:
         signature.bind(*args, **kwargs)
@@ -361,6 +358,23 @@ def _is_celery_task(target: object) -> bool:
 
 def _defined(target: Any) -> str:
     return f"{target.__module__}.{target.__qualname__}"
+
+
+def _signature(target: Any) -> inspect.Signature | None:
+    """The signature a call of ``target`` binds to (a Celery task: its function's), kept
+    per function: the loader asks once per job, and 100,000 jobs may share one task."""
+    try:
+        return _signatures[target]
+    except (KeyError, TypeError):
+        pass
+    func = target if inspect.isfunction(target) else getattr(target, "run", None)
+    try:
+        found = inspect.signature(func) if func is not None else None
+    except (TypeError, ValueError):
+        found = None
+    with contextlib.suppress(TypeError):  # not weakly referable: not kept
+        _signatures[target] = found
+    return found
 
 
 def _shape(signature: inspect.Signature) -> str:
