@@ -938,6 +938,27 @@ def test_an_interval_of_one_second_or_more_is_accepted(tmp_path: Path, value: st
     assert problem_lines(tmp_path) == []
 
 
+@pytest.mark.usefixtures("tasks_package")
+@pytest.mark.parametrize(
+    ("field", "value"), [("at", "1800000000"), ("start", "30"), ("end", "'1800000000.5'")]
+)
+def test_a_number_is_not_read_as_a_time(tmp_path: Path, field: str, value: str) -> None:
+    # Contract section 2: times are ISO 8601; a number was silently read as a Unix time.
+    trigger = "" if field == "at" else "    interval: 1h\n"
+    path = write(
+        tmp_path,
+        "s.yaml",
+        f"jobs:\n  report:\n    task: tasks.jobs:nightly\n{trigger}    {field}: {value}\n",
+    )
+
+    lines = problem_lines(tmp_path)
+
+    row = 4 if field == "at" else 5
+    assert len(lines) == 1
+    assert lines[0].startswith(f"{path}:{row}:")
+    assert "write ISO 8601, e.g. 2027-01-01T09:00:00" in lines[0]
+
+
 # -- positions when YAML and the user's tools count lines differently (found by the fuzzer) --
 
 

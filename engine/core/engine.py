@@ -89,10 +89,12 @@ class Engine:
         self.persister = Persister(
             self.db, history_limit=self.settings.history_limit, fence=self.fence_now
         )
-        self.runner = Runner(self.history, self.threads, self._resolve, self.stopping)
+        self.runner = Runner(
+            self.history, self.threads, self._resolve, self.stopping, self.may_start
+        )
         self.celery_app = CeleryApp(
             celery_app_setting(self.settings),
-            lambda path: resolve_task(path, self.settings.task_modules),
+            lambda path: resolve_task(path, self.settings.task_modules, celery=True),
         )
         self.celery = CeleryExecutor(
             self.history, self.celery_app, self.db, self.blocking, self.fence_now, self.may_fire
@@ -156,6 +158,11 @@ class Engine:
     def may_fire(self) -> bool:
         return self.leading and self.lease.valid() and not self._stopping
 
+    def may_start(self) -> bool:
+        """Whether a claimed run's code may start now: not once the lease has run out
+        (a clean stop, which gives the lease up last, lets queued runs start)."""
+        return self._stopping or (self.leading and self.lease.valid())
+
     def stopping(self) -> bool:
         return self._stopping
 
@@ -171,11 +178,10 @@ class Engine:
         return await loop.run_in_executor(self.lease_io, partial(func, *args))
 
     def _resolve(self, task: Task) -> Callable[..., Any]:
-        if task.declared:
-            return resolve_task(task.ref, self.settings.task_modules)
-        from engine.files.tasks import resolve_runtime
-
-        return resolve_runtime(task.ref)
+        # The one resolver: a declared task under the allowed prefixes, a runtime job's
+        # function anywhere outside the standard library.
+        prefixes = self.settings.task_modules if task.declared else None
+        return resolve_task(task.ref, prefixes, celery=task.executor == "celery")
 
     def event(self, kind: str, **fields: Any) -> None:
         """An entry of the audit log (written by the writer thread)."""

@@ -61,11 +61,16 @@ class Runner:
         threads: TaskThreads,
         resolve: Resolver,
         stopping: Callable[[], bool] = lambda: False,
+        may_start: Callable[[], bool] = lambda: True,
     ) -> None:
         self.history = history
         self.threads = threads
         self.resolve = resolve
         self.stopping = stopping
+        # Checked again where the task's code starts: a leader frozen (SIGSTOP, a stalled
+        # VM) between claiming a run and starting it has been replaced when it wakes up,
+        # and must not start, 30 s late, what it claimed before the freeze.
+        self.may_start = may_start
         self._resolved: dict[tuple[str, bool], tuple[Callable[..., Any], bool]] = {}
 
     def forget_resolved(self) -> None:
@@ -110,7 +115,10 @@ class Runner:
             self.history.finish(record, "failed", error)
             log.warning("← %s failed: %s", job_id, error)
             return "failed"
-        record = self.history.start(job_id, scheduled_at, attempt, started=is_async, epoch=epoch)
+        startable = not is_async or self.may_start()  # a def task's thread asks again
+        record = self.history.start(
+            job_id, scheduled_at, attempt, started=is_async and startable, epoch=epoch
+        )
         run_ctx = context.RunContext(
             job_id, scheduled_at.astimezone(task.tz), attempt, record.run_id
         )
@@ -122,13 +130,15 @@ class Runner:
             try:
                 async with asyncio.timeout(task.timeout) as deadline:
                     if is_async:
+                        if not startable:
+                            raise _NotStarted
                         await as_run(func(*task.args, **task.kwargs), job_id, attempt)
                     else:
                         # The pool copies this context (current_run) into the thread.
                         future = self.threads.submit(
                             job_id,
                             functools.partial(func, *task.args, **task.kwargs),
-                            on_start=functools.partial(self.history.begin, record),
+                            on_start=functools.partial(self._begin, record),
                         )
                         await asyncio.wrap_future(future)
             except TimeoutError as exc:
@@ -161,6 +171,8 @@ class Runner:
                 else:
                     self._end(record, task, "cancelled", "cancelled")
                 raise
+            except _NotStarted:
+                return self._end(record, task, "failed", NOT_STARTED)
             except JobThreadsExhausted as exc:
                 return self._end(record, task, "failed", str(exc))
             except (Exception, SystemExit) as exc:  # a task's sys.exit() ends the run, not us
@@ -168,6 +180,12 @@ class Runner:
             return self._end(record, task, "success")
         finally:
             context.leave(token)
+
+    def _begin(self, record: Run) -> None:
+        """In the task's thread, right before its code: started, unless the lease is gone."""
+        if not self.may_start():
+            raise _NotStarted
+        self.history.begin(record)
 
     def _end(
         self,
@@ -206,6 +224,13 @@ class Runner:
 
     def _mask(self, task: Task, text: str) -> str:
         return mask_text(text, task.secrets)
+
+
+NOT_STARTED = "not started: this engine lost its leader lease before the run could start"
+
+
+class _NotStarted(Exception):
+    """The lease ended between the run's claim and the start of its code."""
 
 
 def _error(exc: BaseException) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from engine.files.spec import (
     Essence,
     JobSpec,
 )
-from engine.files.tasks import resolve_task
+from engine.files.tasks import changed_since_import, resolve_task, signature_problem, split_task
 from engine.files.yamlio import Located, one_line, parse_yaml
 
 __all__ = ["Declared", "FileResult", "Loader", "Snapshot", "display_path", "find_files"]
@@ -36,6 +37,7 @@ _TOP_FIELDS = ("version", "defaults", "jobs")
 _JOB_FIELDS = tuple(JobSpec.model_fields)
 _DURATION_FIELDS = ("interval", "timeout", "retry_delay", "misfire_grace", "jitter")
 _ID_RE = __import__("re").compile(JOB_ID_PATTERN)
+log = logging.getLogger("schedctl")
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,26 +163,79 @@ class Loader:
         self._jobs: dict[tuple[str, str], tuple[str, str] | None] = {}
         self._cache: dict[str, FileResult] = {}
         self.parsed = 0  # files parsed, not served from cache: for tests and benchmarks
-        self._tasks: dict[str, str | None] = {}
+        # Task checks, once per (task, executor) per scan: (problem, the resolved object).
+        self._tasks: dict[tuple[str, str], tuple[str | None, Any]] = {}
+        # The task checks each cached file's result rests on, re-asked on every scan.
+        self._checked: dict[str, dict[tuple[str, str, str], Any]] = {}
+        self._used: dict[tuple[str, str, str], Any] | None = None  # while parsing a file
+        self._warned: set[tuple[str, int]] = set()
 
-    def task_problem(self, task: str) -> str | None:
-        """What is wrong with a task path, or None; asked once per path per scan."""
-        if task not in self._tasks:
-            try:
-                resolve_task(task, self.task_modules)
-                self._tasks[task] = None
-            except TaskError as exc:
-                self._tasks[task] = str(exc)
-        return self._tasks[task]
+    def task_problem(self, task: str, executor: str = "local") -> str | None:
+        """What is wrong with a task path, or None; resolved once per path per scan."""
+        return self._task(task, executor)[0]
+
+    def call_problem(self, spec: JobSpec) -> tuple[str, str | None, str] | None:
+        """(field, kwarg or None, message) when the task cannot take the job's args and
+        kwargs, bound as a call would bind them; None when it can (or cannot be told)."""
+        _, target = self._task(spec.task, _executor(spec))
+        if target is None:
+            return None
+        return signature_problem(spec.task, target, spec.args, spec.kwargs)
 
     def job_problem(self, spec: JobSpec) -> tuple[str, str] | None:
         """What the setup check finds wrong with a job, or None; once per scan and kind."""
         if self.job_check is None:
             return None
-        key = (spec.task, str(getattr(spec, "executor", "local")))
+        key = (spec.task, _executor(spec))
         if key not in self._jobs:
             self._jobs[key] = self.job_check(spec)
+        if self._used is not None:
+            self._used[("setup", *key)] = (self._jobs[key], spec)
         return self._jobs[key]
+
+    def _task(self, task: str, executor: str) -> tuple[str | None, Any]:
+        key = (task, executor)
+        found = self._tasks.get(key)
+        if found is None:
+            try:
+                target = resolve_task(task, self.task_modules, celery=executor == "celery")
+                found = (None, target)
+                self._warn_if_changed(split_task(task)[0])
+            except TaskError as exc:
+                found = (str(exc), None)
+            self._tasks[key] = found
+        if self._used is not None:
+            self._used[("task", *key)] = found
+        return found
+
+    def _warn_if_changed(self, module: str) -> None:
+        """The old code still resolves, but a restart would run other code: say so once."""
+        file = changed_since_import(module)
+        if file is None:
+            return
+        try:
+            mark = (file, os.stat(file).st_mtime_ns)
+        except OSError:
+            return
+        if mark not in self._warned:
+            self._warned.add(mark)
+            log.warning(
+                "%s changed on disk since the engine imported it; the engine still runs "
+                "the code it imported: restart the engine to load the new code.",
+                display_path(Path(file)),
+            )
+
+    def _checks_hold(self, path: str) -> bool:
+        """The task checks a cached file's result rests on give the same answers now (a
+        task module may have appeared, or a function changed): every scan asks again."""
+        for (kind, task, executor), before in self._checked.get(path, {}).items():
+            if kind == "task":
+                now = self._task(task, executor)
+                if now[0] != before[0] or now[1] is not before[1]:
+                    return False
+            elif self.job_problem(before[1]) != before[0]:
+                return False
+        return True
 
     def scan(self, roots: Iterable[Path]) -> Snapshot:
         self._tasks.clear()  # a module that failed may import now
@@ -206,14 +261,16 @@ class Loader:
         live = set(files)
         for stale in set(self._cache) - live:
             del self._cache[stale]
+            self._checked.pop(stale, None)
         return Snapshot(files, _duplicates(files.values()), tuple(missing))
 
     def load_bytes(self, path: str, data: bytes) -> FileResult:
         digest = hashlib.sha256(data).hexdigest()
         cached = self._cache.get(path)
-        if cached is not None and cached.digest == digest:
+        if cached is not None and cached.digest == digest and self._checks_hold(path):
             return cached
         self.parsed += 1
+        self._used = {}
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -231,6 +288,8 @@ class Loader:
                     "this is a bug in schedctl, please report it with the file",
                 )
                 result = FileResult(path, digest, problems=(one_line(problem),))
+        finally:
+            self._checked[path], self._used = self._used, None
         self._cache[path] = result
         return result
 
@@ -336,16 +395,8 @@ class _FileChecker:
             return None
         if len(self.doc.problems) > before:
             return None
-        if self.loader.check_tasks:
-            task_error = self.loader.task_problem(spec.task)
-            if task_error is not None:
-                self.doc.problem((*base, "task"), task_error)
-                return None
-            setup_error = self.loader.job_problem(spec)
-            if setup_error is not None:
-                name, message = setup_error
-                self.doc.problem(self._origin(job_id, body, name), message)
-                return None
+        if self.loader.check_tasks and not self._tasks_fit(job_id, body, spec):
+            return None
         if self.loader.schedule_check is not None:
             schedule_error = self.loader.schedule_check(spec)
             if schedule_error is not None:
@@ -360,6 +411,30 @@ class _FileChecker:
         return any(
             path[:2] == ("jobs", job_id) or path[:1] == ("defaults",) for path in self.doc.refused
         )
+
+    def _tasks_fit(self, job_id: str, body: dict[str, Any], spec: JobSpec) -> bool:
+        """The task resolves, takes the job's arguments, and fits the setup; else the
+        problem is reported where it was written."""
+        loader = self.loader
+        task_error = loader.task_problem(spec.task, _executor(spec))
+        if task_error is not None:
+            self.doc.problem(("jobs", job_id, "task"), task_error)
+            return False
+        call_error = loader.call_problem(spec)
+        if call_error is not None:
+            name, kwarg, message = call_error
+            where = self._origin(job_id, body, name)
+            written = where in self.doc.keys  # else neither the job nor the defaults did
+            if kwarg is not None and (*where, kwarg) in self.doc.keys:
+                where = (*where, kwarg)
+            self.doc.problem(where if written else ("jobs", job_id, "task"), message, key=written)
+            return False
+        setup_error = loader.job_problem(spec)
+        if setup_error is not None:
+            name, message = setup_error
+            self.doc.problem(self._origin(job_id, body, name), message)
+            return False
+        return True
 
     def _origin(self, job_id: str, body: dict[str, Any], name: str) -> tuple[str, ...]:
         return ("jobs", job_id, name) if name in body else ("defaults", name)
@@ -396,6 +471,10 @@ class _FileChecker:
             self.doc.problem(path, _message(error))
         else:
             self.doc.problem(path, f"invalid {'.'.join(map(str, loc))}: {_message(error)}")
+
+
+def _executor(spec: JobSpec) -> str:
+    return str(getattr(spec, "executor", "local") or "local")
 
 
 def _message(error: Any) -> str:

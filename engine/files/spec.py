@@ -48,7 +48,6 @@ __all__ = [
     "JobDefaults",
     "JobSpec",
     "as_dict",
-    "file_schema",
     "fingerprint",
     "fingerprint_text",
 ]
@@ -118,7 +117,21 @@ def _check_task(path: str) -> str:
     return path
 
 
+def _check_time(value: Any) -> Any:
+    """Times are ISO 8601: a number (or a string of digits) is not read as a Unix time."""
+    numeric = isinstance(value, int | float) or (
+        isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit()
+    )
+    if numeric:
+        raise ValueError(
+            f"{value!r} is not a date and time; write ISO 8601, e.g. 2027-01-01T09:00:00 "
+            "(read in the job's timezone) or 2027-01-01T09:00:00+01:00"
+        )
+    return value
+
+
 TimezoneName = Annotated[StrictStr, AfterValidator(_check_timezone)]
+Timestamp = Annotated[datetime, BeforeValidator(_check_time)]
 CronText = Annotated[StrictStr, AfterValidator(_check_cron)]
 TaskPath = Annotated[StrictStr, AfterValidator(_check_task)]
 
@@ -140,8 +153,8 @@ class _Options(BaseModel):
     misfire_grace: Duration = timedelta(minutes=1)
     coalesce: StrictBool = True
     jitter: Duration = timedelta(0)
-    start: datetime | None = None
-    end: datetime | None = None
+    start: Timestamp | None = None
+    end: Timestamp | None = None
     description: StrictStr | None = None
     labels: dict[StrictStr, StrictStr] = Field(default_factory=dict)
     executor: Literal["local", "celery"] = "local"
@@ -157,7 +170,7 @@ class JobSpec(_Options):
     task: TaskPath
     cron: CronText | None = None
     interval: Duration | None = None
-    at: datetime | None = None
+    at: Timestamp | None = None
 
     @model_validator(mode="after")
     def _rules(self) -> JobSpec:
@@ -284,13 +297,6 @@ class Essence(Mapping[str, Any]):
 def as_dict(essence: Mapping[str, Any]) -> dict[str, Any]:
     """A plain dict of any essence, lazy or not."""
     return essence.materialize() if isinstance(essence, Essence) else dict(essence)
-
-
-def file_schema() -> dict[str, Any]:
-    """The JSON Schema of a schedule file, for editors and CI."""
-    schema = FileSpec.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    return schema
 
 
 def fingerprint_text(text: str) -> str:

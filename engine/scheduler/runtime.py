@@ -20,7 +20,8 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from apscheduler.util import obj_to_ref, ref_to_obj
 
-from engine.errors import JobRefused
+from engine.errors import JobRefused, TaskError
+from engine.files.tasks import resolve_task
 from engine.scheduler.catalog import Entry, build_job
 from engine.scheduler.codec import decode_runtime, encode_runtime
 from engine.scheduler.jobs import runtime_task, trigger_zone
@@ -258,6 +259,10 @@ def reference(func: Callable[..., Any]) -> str:
             f"cannot schedule {ref}: runtime jobs call your own functions, not the standard "
             "library's or builtins"
         )
+    try:  # refused now what the runner would refuse at every run
+        resolve_task(ref, None)
+    except TaskError as exc:
+        raise JobRefused(f"cannot schedule {ref}: {exc}") from None
     return ref
 
 

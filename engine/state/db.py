@@ -687,8 +687,11 @@ def _connect_args(dialect: str) -> dict[str, Any]:
                 "keepalives_count": 2,
                 # Data a frozen server or proxy never acknowledges fails the call in 5 s.
                 "tcp_user_timeout": 5000,
+                # A process frozen inside a transaction (SIGSTOP between an UPDATE and its
+                # COMMIT) keeps its row locks until the server ends its session: 5 s, so a
+                # frozen leader's locks never outlast its lease.
                 "options": (
-                    "-c statement_timeout=15000 -c idle_in_transaction_session_timeout=30000"
+                    "-c statement_timeout=15000 -c idle_in_transaction_session_timeout=5000"
                 ),
             },
             "pool_size": 5,

@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from sqlalchemy import select, text, update
+from sqlalchemy import Connection, select, text, update
 
 from engine.state.db import Fence, StateDB, _insert
 from engine.state.schema import lease
@@ -182,6 +182,7 @@ class Lease:
         fast = self.lock.try_acquire()
         sent = time.monotonic()
         with self.db.engine.begin() as conn:
+            self._wait_briefly(conn)
             conn.execute(
                 _insert(self.db.dialect)(lease)
                 .values(name="leader", epoch=0, holder=None, expires_at=0.0)
@@ -212,6 +213,7 @@ class Lease:
             return False
         sent = time.monotonic()
         with self.db.engine.begin() as conn:
+            self._wait_briefly(conn)
             now = self.db.now(conn)
             result = conn.execute(
                 update(lease)
@@ -227,6 +229,12 @@ class Lease:
             return False
         self._valid_until = sent + self.ttl - SAFETY_S
         return True
+
+    def _wait_briefly(self, conn: Connection) -> None:
+        """A lease row locked by a frozen process fails this try in a second (the caller
+        tries again) instead of blocking it until the server ends that process's session."""
+        if self.db.dialect == "postgresql":
+            conn.execute(text("SET LOCAL lock_timeout = '1s'"))
 
     def drop(self) -> None:
         """Stop acting as the leader at once (nothing written)."""

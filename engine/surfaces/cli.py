@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -17,7 +18,8 @@ from engine.execution.celery_app import CeleryApp, celery_app_setting
 from engine.files.cron import CronExpression
 from engine.files.loader import Loader
 from engine.files.preview import aware, next_fire_times
-from engine.files.spec import JobSpec, file_schema
+from engine.files.schema import file_schema
+from engine.files.spec import JobSpec
 from engine.files.tasks import ensure_cwd_on_path, resolve_task
 from engine.scheduler.jobs import schedule_problem
 from engine.settings import Settings, url_from_env
@@ -189,13 +191,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `schedctl schema | head`: the reader left; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 def _validate(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     paths = [Path(p) for p in args.paths] or [settings.schedules_dir]
     celery = CeleryApp(
-        celery_app_setting(settings), lambda path: resolve_task(path, settings.task_modules)
+        celery_app_setting(settings),
+        lambda path: resolve_task(path, settings.task_modules, celery=True),
     )
     loader = Loader(
         settings.task_modules,

@@ -46,7 +46,7 @@ def run_once(settings: Settings, job_id: str, out: TextIO = sys.stdout) -> int:
     threads = TaskThreads(2)
 
     def resolve(t: Task) -> Callable[..., Any]:
-        return resolve_task(t.ref, settings.task_modules)
+        return resolve_task(t.ref, settings.task_modules, celery=t.executor == "celery")
 
     runner = Runner(history, threads, resolve)
     logging.getLogger().setLevel(min(logging.getLogger().level or logging.INFO, logging.INFO))
