@@ -957,3 +957,32 @@ def test_a_number_is_not_read_as_a_time(tmp_path: Path, field: str, value: str) 
     assert len(lines) == 1
     assert lines[0].startswith(f"{path}:{row}:")
     assert "write ISO 8601, e.g. 2027-01-01T09:00:00" in lines[0]
+
+
+# -- positions when YAML and the user's tools count lines differently (found by the fuzzer) --
+
+
+@pytest.mark.parametrize(
+    ("text", "place"),
+    [
+        ('jobs:\r  r:\r    task: tasks.jobs:nightly\r    cron: "0 2 * * *"\r'
+         '    retries: x\r', (1, 76)),
+        ('jobs:\n  r:\n    description: "a\u2028b\x85c"\n    task: tasks.jobs:nightly\n'
+         '    cron: "0 2 * * *"\n    retries: x\n', (6, 14)),
+    ],
+    ids=["carriage-returns", "line-and-next-line-separators"],
+)  # fmt: skip
+@pytest.mark.usefixtures("tasks_package")
+def test_a_problem_is_placed_by_newlines_whatever_else_yaml_reads_as_a_line_break(
+    tmp_path: Path, text: str, place: tuple[int, int]
+) -> None:
+    # YAML also ends lines at \r, NEL, LS and PS; editors, grep and CI annotations count \n.
+    path = tmp_path / "s.yaml"
+    path.write_bytes(text.encode())
+
+    lines = problem_lines(tmp_path)
+
+    line, column = place
+    assert len(lines) == 1
+    assert lines[0].startswith(f"{path}:{line}:{column}: error: invalid retries: ")
+    assert text.split("\n")[line - 1][column - 1 :].startswith("x")

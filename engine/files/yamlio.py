@@ -40,6 +40,8 @@ MAX_DEPTH = 64
 _MAX_INT_DIGITS = 4300
 # What str.splitlines() breaks on, and the other control characters: never in a message.
 _LINE_BREAKS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_YAML_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+_ODD_BREAK = re.compile("[\r\x85\u2028\u2029]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _NON_PRINTABLE = yaml.reader.Reader.NON_PRINTABLE
 # What to write instead, by the tag a scalar was read with (explicitly or implicitly).
@@ -89,11 +91,38 @@ def _mark(node: yaml.Node | yaml.Event) -> tuple[int, int]:
 
 def parse_yaml(text: str, file: str) -> Located:
     """Parse one document; syntax and tag problems land in ``problems``, never raise."""
-    doc = Located(file)
     bad = _NON_PRINTABLE.search(text)
     if bad is not None:  # what PyYAML's reader refuses, located by character, not byte
+        doc = Located(file)
         doc.problems.append(_unprintable_problem(text, bad.start(), file))
         return doc
+    doc = _parse(text, file)
+    if _ODD_BREAK.search(text):
+        _relocate(doc, text)
+    return doc
+
+
+def _relocate(doc: Located, text: str) -> None:
+    """YAML's lines end at \\r, NEL, LS and PS too; a user's tools count newlines only.
+
+    Every position is moved from YAML's line:column to the newline-counted one.
+    """
+    starts = [0, *(found.end() for found in _YAML_BREAK.finditer(text))]
+
+    def moved(place: tuple[int, int]) -> tuple[int, int]:
+        line, column = place
+        if line > len(starts):
+            return place
+        return _place(text, min(starts[line - 1] + column - 1, len(text)))
+
+    for table in (doc.keys, doc.values):
+        for path, place in table.items():
+            table[path] = moved(place)
+    doc.problems[:] = [Problem(p.file, *moved((p.line, p.column)), p.message) for p in doc.problems]
+
+
+def _parse(text: str, file: str) -> Located:
+    doc = Located(file)
     try:
         _parse_into(doc, _FastLoader(text))
     except RecursionError:
