@@ -45,9 +45,18 @@ from tests.bench._engine_helpers import (
     make_package,
     percentile,
     running_app,
-    settings,
     write_schedules,
 )
+from tests.bench._engine_helpers import settings as _untuned
+
+
+def settings(root: Path, schedules: Path) -> Any:
+    """The engine as ``schedctl serve`` runs it: with its process tuning (GC, switch
+    interval), which an embedded engine does not get."""
+    import dataclasses
+
+    return dataclasses.replace(_untuned(root, schedules), tune_process=True)
+
 
 EVERY_SECOND = "* * * * * *"
 

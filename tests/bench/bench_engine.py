@@ -12,9 +12,10 @@ the other, so numbers are not polluted by another measurement's threads, heap or
    ``await engine.reconcile()``.
 3. ``engine.facade.calls`` (job-store mutations) for a one-job edit: args, then schedule.
 4. Fire lateness at 1k and 10k fires/s: N declared interval jobs of 1 s whose ``start``
-   phases are spread evenly over one second, async no-op task; ``started_at -
-   scheduled_at`` from ``engine.state.history``. Raw: the same jobs on a bare AsyncIOScheduler
-   (MemoryJobStore), lateness measured inside the job.
+   phases are spread evenly over one second, async no-op task, the engine tuned as
+   ``schedctl serve`` tunes it; ``started_at - scheduled_at`` from
+   ``engine.state.history``. Raw: the same jobs on a bare AsyncIOScheduler (MemoryJobStore),
+   lateness measured inside the job.
 5. Memory per declared job at ready: tracemalloc at 10k, RSS growth at 100k.
 """
 
