@@ -385,9 +385,11 @@ def polling(total: int, hot: int, seconds: float, rate: float) -> dict[str, Any]
             for _ in range(5):
                 stall = [0.0]
                 beat = asyncio.create_task(_heartbeat(stall))
+                await asyncio.sleep(0.01)  # the heartbeat ticks
                 started = time.perf_counter()
                 body = await engine.metrics_body()
                 renders.append(time.perf_counter() - started)
+                await asyncio.sleep(0.01)  # a render on the loop shows as one long gap
                 beat.cancel()
                 stalls.append(stall[0])
                 await asyncio.sleep(0.2)

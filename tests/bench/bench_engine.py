@@ -305,4 +305,11 @@ def memory() -> list[dict[str, Any]]:
 
 
 def run() -> list[dict[str, Any]]:
-    return [*cold_start(), *edits(), *lateness(), *memory()]
+    """Every part, or those named in ``BENCH_ENGINE_ONLY`` (e.g. ``lateness,memory``)."""
+    parts = {"cold": cold_start, "edits": edits, "lateness": lateness, "memory": memory}
+    only = [name for name in os.environ.get("BENCH_ENGINE_ONLY", "").split(",") if name]
+    rows: list[dict[str, Any]] = []
+    for name, part in parts.items():
+        if not only or name in only:
+            rows += part()
+    return rows

@@ -17,7 +17,9 @@ default settings of ``schedctl serve``.
    ``/specs`` back to back; hot jobs' lateness p99 polled vs not; RSS per job before and
    after the reads, against raw's.
 
-``python -m tests.bench fire`` runs this module alone (about 3 minutes).
+``python -m tests.bench fire`` runs this module alone (about 6 minutes);
+``BENCH_FIRE_ONLY=cpu,burst,reads`` picks parts (``BENCH_ENGINE_ONLY`` likewise picks
+``cold,edits,lateness,memory`` of ``bench_engine``).
 """
 
 from __future__ import annotations
