@@ -190,7 +190,7 @@ def cpu_raw(kind: str, count: int, seconds: float) -> dict[str, Any]:
 # -- many one-shot runs due at once -------------------------------------------------------
 
 
-def burst_schedctl(count: int, sync: bool, lead: float = 15.0) -> dict[str, Any]:
+def burst_schedctl(count: int, sync: bool, lead: float = 60.0) -> dict[str, Any]:
     """``count`` declared ``at:`` jobs all due at one instant ``lead`` s after the files are
     written: seconds from that instant to the last start (from the history)."""
     tmp = tempfile.mkdtemp(prefix="schedctl-bench-fire-")
