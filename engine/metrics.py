@@ -1,9 +1,11 @@
 """Prometheus metrics of one engine, in a registry of its own.
 
 Per-job series (label ``job_id``; ``job`` is Prometheus's own label for the scrape
-target) are not kept as client-library children updated on every fire: a collector
-reads them from the engine's state when ``/metrics`` is scraped, so firing pays a dict
-increment and a scrape pays for what it shows.
+target) are not kept as client-library children updated on every fire: they are read
+from the engine's state when ``/metrics`` is scraped, so firing pays a dict increment
+and a scrape pays for what it shows. They are written by ``render`` itself, each job's
+lines kept while its sample is unchanged, byte for byte what the client library would
+write (``_JobCollector`` says the same through the library, for other registries).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from engine.state.history import Run
 
@@ -82,12 +85,76 @@ class _JobCollector(Collector):
         yield from (success, last, upcoming, failures, stale)
 
 
+_FAMILIES = (  # name, type, help: as _JobCollector declares them
+    ("schedctl_runs", "counter", "Finished runs by job and outcome."),
+    (
+        "schedctl_job_last_success_timestamp_seconds",
+        "gauge",
+        "When the job's last successful run finished.",
+    ),
+    (
+        "schedctl_job_last_run_timestamp_seconds",
+        "gauge",
+        "When the job's last run finished, by its status.",
+    ),
+    (
+        "schedctl_job_next_run_timestamp_seconds",
+        "gauge",
+        "When the job fires next (absent while paused or done).",
+    ),
+    (
+        "schedctl_job_consecutive_failures",
+        "gauge",
+        "Failed or timed-out runs since the job's last success.",
+    ),
+    (
+        "schedctl_job_stale",
+        "gauge",
+        "1 while the job's file is invalid and the job runs as last applied.",
+    ),
+)
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _job_lines(sample: JobSample) -> tuple[str, str, str, str, str]:
+    """One job's lines of the five gauge families, in the client library's format."""
+    job = _label(sample.job_id)
+    success = last = upcoming = ""
+    if sample.last_success is not None:
+        success = (
+            f'schedctl_job_last_success_timestamp_seconds{{job_id="{job}"}} '
+            f"{floatToGoString(sample.last_success)}\n"
+        )
+    if sample.last_run is not None and sample.last_status is not None:
+        last = (
+            f'schedctl_job_last_run_timestamp_seconds{{job_id="{job}",'
+            f'status="{_label(sample.last_status)}"}} {floatToGoString(sample.last_run)}\n'
+        )
+    if sample.next_run is not None:
+        upcoming = (
+            f'schedctl_job_next_run_timestamp_seconds{{job_id="{job}"}} '
+            f"{floatToGoString(sample.next_run)}\n"
+        )
+    failures = (
+        f'schedctl_job_consecutive_failures{{job_id="{job}"}} '
+        f"{floatToGoString(sample.consecutive_failures)}\n"
+    )
+    stale = f'schedctl_job_stale{{job_id="{job}"}} {"1.0" if sample.stale else "0.0"}\n'
+    return success, last, upcoming, failures, stale
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.counts: dict[tuple[str, str], int] = {}
         self.source: Callable[[], Iterable[JobSample]] = lambda: ()
-        self.registry.register(_JobCollector(self))
+        # The registry holds the engine-wide series; the per-job ones are written by
+        # render() (see the module docstring), so a scrape at 10k jobs costs milliseconds.
+        self.job_collector = _JobCollector(self)
+        self._lines: dict[str, tuple[JobSample, tuple[str, str, str, str, str]]] = {}
         # No job label on histograms: 15 series per job would outweigh the jobs themselves.
         self.duration = Histogram(
             "schedctl_run_duration_seconds",
@@ -161,4 +228,30 @@ class Metrics:
             del self.counts[key]
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return self.render_jobs() + generate_latest(self.registry)
+
+    def render_jobs(self) -> bytes:
+        """The per-job families, as ``generate_latest`` would write ``job_collector``'s."""
+        out: list[str] = []
+        name, kind, doc = _FAMILIES[0]
+        out.append(f"# HELP {name}_total {doc}\n# TYPE {name}_total {kind}\n")
+        out.extend(
+            f'schedctl_runs_total{{job_id="{_label(job_id)}",status="{_label(status)}"}} '
+            f"{floatToGoString(count)}\n"
+            for (job_id, status), count in sorted(self.counts.items())
+        )
+        kept, lines = self._lines, []
+        seen = set()
+        for sample in self.source():
+            found = kept.get(sample.job_id)
+            if found is None or found[0] != sample:
+                found = kept[sample.job_id] = (sample, _job_lines(sample))
+            lines.append(found[1])
+            seen.add(sample.job_id)
+        if len(kept) > len(seen) + 1024:  # jobs gone
+            for job_id in [j for j in kept if j not in seen]:
+                del kept[job_id]
+        for index, (name, kind, doc) in enumerate(_FAMILIES[1:]):
+            out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n")
+            out.extend(line[index] for line in lines)
+        return "".join(out).encode("utf-8")

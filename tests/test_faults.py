@@ -391,6 +391,7 @@ async def test_tune_process_changes_the_process_and_restores_it(
     async with running(tuned):
         assert _process_state() != before
         assert sys.getswitchinterval() <= 0.0005
+        assert gc.get_threshold()[0] >= 10_000  # a run's short-lived objects die untraced
     assert _process_state()[:4] == before[:4]
 
 

@@ -908,18 +908,20 @@ def test_odd_keys_and_deep_nesting_still_render() -> None:
 
 
 async def test_a_read_model_with_values_json_cannot_hold_is_served_not_a_500(
-    settings: Settings, schedules: Path, jobs: ModuleType
+    settings: Settings, schedules: Path, jobs: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import engine.core.views as views
+
     write(schedules / "hourly.yaml", HOURLY)
+    real = views.job_info
+
+    def odd_job(*args: Any) -> dict[str, Any]:
+        job = dict(real(*args))
+        job["kwargs"] = {"when": float("nan"), "what": {1, 2}, "raw": object()}
+        return job
+
+    monkeypatch.setattr(views, "job_info", odd_job)
     async with running(settings) as engine:
-        real = engine.app.state.engine.jobs
-
-        async def odd_jobs() -> list[dict[str, Any]]:
-            listed = [dict(job) for job in real()]
-            listed[0]["kwargs"] = {"when": float("nan"), "what": {1, 2}, "raw": object()}
-            return listed
-
-        engine.app.state.engine.jobs_async = odd_jobs
         response = await engine.client.get("/jobs")
         assert response.status_code == 200
         kwargs = response.json()["jobs"][0]["kwargs"]
@@ -962,3 +964,39 @@ async def test_a_poller_of_an_unchanged_state_gets_304_without_a_body(
         await engine.reconcile()
         changed = await engine.client.get(path, headers={"If-None-Match": tag})
         assert changed.status_code == 200 and changed.headers["etag"] != tag
+
+
+@pytest.mark.parametrize("count", [3, 2_100])  # built on the loop, and off it (over BIG)
+async def test_jobs_kept_per_job_always_equal_a_fresh_build(
+    settings: Settings, schedules: Path, jobs: ModuleType, count: int
+) -> None:
+    """``GET /jobs`` keeps each job's part until that job changes: after runs, a pause, an
+    edit, a runtime job added and removed, it still equals every job built afresh."""
+    lines = ["jobs:"] + [
+        f"  j{n:05d}: {{task: st_tasks.jobs:aping, interval: 1h}}" for n in range(count)
+    ]
+    write(schedules / "many.yaml", "\n".join(lines) + "\n")
+    async with running(settings) as engine:
+        the_engine = engine.app.state.engine
+
+        async def same() -> None:
+            listed = await engine.get("/jobs")
+            fresh = the_engine.views.build_jobs(the_engine.views.snapshot())
+            assert listed == json.loads(dumps({"count": len(fresh), "jobs": fresh}))
+
+        await same()
+        await engine.scheduler.run_job("j00001")
+        await eventually(lambda: the_engine.history.last_finished("j00001"))
+        await same()
+        assert await engine.scheduler.pause_job("j00002") is True
+        await same()
+        await engine.scheduler.add_interval_job(jobs.ping, "zz-runtime", minutes=1)
+        await same()
+        lines[1] = "  j00000: {task: st_tasks.jobs:ping, interval: 2h, labels: {a: b}}"
+        write(schedules / "many.yaml", "\n".join(lines) + "\n")
+        await engine.reconcile()
+        await same()
+        assert await engine.scheduler.remove_job("zz-runtime") is True
+        await engine.scheduler.run_job("j00000")
+        await eventually(lambda: the_engine.history.last_finished("j00000"))
+        await same()

@@ -433,3 +433,39 @@ def test_no_jitter_gives_exact_fire_times(jitter: float | None) -> None:
     trigger = CrontabTrigger("0 9 * * *", jitter=jitter)
 
     assert trigger.get_next_fire_time(None, utc(2027, 3, 1)) == utc(2027, 3, 1, 9)
+
+
+@pytest.mark.parametrize(
+    ("expression", "zone"),
+    [
+        ("30 2 * * *", "Europe/Berlin"),  # fixed time: wall-clock DST handling
+        ("0 * * * *", "Europe/Berlin"),
+        ("*/20 1-3 * * *", "America/New_York"),
+        ("15 1 * * 0", "America/New_York"),
+        ("*/7 * * * * *", "UTC"),
+    ],
+)
+def test_answers_kept_between_fires_equal_fresh_answers(expression: str, zone: str) -> None:
+    """The trigger remembers its last answer and continues its iterator: across DST
+    days, with the same question asked twice per fire as APScheduler does, every answer
+    equals a fresh trigger's."""
+    kept = CrontabTrigger(expression, zone)
+    windows = [(utc(2026, 3, 5), utc(2026, 4, 1)), (utc(2026, 10, 22), utc(2026, 11, 5))]
+    if zone == "UTC":
+        windows = [(utc(2026, 3, 27), utc(2026, 3, 27, 2))]
+    for begin, finish in windows:
+        fire = kept.get_next_fire_time(None, begin)
+        count = 0
+        while fire is not None and fire < finish:
+            now = fire + timedelta(milliseconds=3)
+            following = kept.get_next_fire_time(fire, now)
+            assert kept.get_next_fire_time(fire, now) == following  # asked again
+            fresh = CrontabTrigger(expression, zone).get_next_fire_time(fire, now)
+            assert following == fresh
+            assert following is None or following.utcoffset() == fresh.utcoffset()
+            if count % 3 == 0:  # another question in between (a read: "next 5 times")
+                earlier = fire - timedelta(minutes=50)
+                other = CrontabTrigger(expression, zone).get_next_fire_time(earlier, now)
+                assert kept.get_next_fire_time(earlier, now) == other
+            fire, count = following, count + 1
+        assert count > 0

@@ -126,6 +126,7 @@ class Engine:
         self.metrics.source = self._job_samples
         self.watch: LoopWatch | None = None
         self._bodies: dict[str, tuple[Any, str, bytes]] = {}  # cached answers by version
+        self._jobs_building = asyncio.Lock()
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -264,6 +265,7 @@ class Engine:
         if run.worker is None or run.worker == "local":
             self.persister.run_changed(run)
         self.metrics.observe(run)
+        self.views.touched(run.job_id)
 
     def _executor_state(self, state: str) -> None:
         if self.leading:
@@ -290,10 +292,12 @@ class Engine:
         return (entry.task if entry is not None else None), grace
 
     def _job_changed(self, job_id: str) -> None:
+        self.views.touched(job_id)
         if self.leading:
             self.persister.job_changed(job_id)
 
     def _time_changed(self, job_id: str) -> None:
+        self.views.touched(job_id)
         if self.leading:
             self.persister.time_changed(job_id)
 
@@ -398,11 +402,22 @@ class Engine:
         cached = self._bodies.get("jobs")
         if cached is not None and cached[0] == version:
             return cached[1], cached[2]
-        jobs = await self.jobs_async()
-        body = await self._encode({"count": len(jobs), "jobs": jobs}, len(jobs))
-        tag = self.views.etag("jobs")
-        self._bodies["jobs"] = (version, tag, body)
-        return tag, body
+        async with self._jobs_building:  # one build at a time: each takes what was touched
+            version = self.views.version()
+            cached = self._bodies.get("jobs")
+            if cached is not None and cached[0] == version:
+                return cached[1], cached[2]
+            entries, touched = self.views.plan_jobs_body()
+            if len(entries) > BIG:
+                body = await self.blocking(self.views.jobs_body, entries, touched)
+            else:
+                body = self.views.jobs_body(entries, touched)
+            tag = '"' + "-".join(str(part) for part in (*version, "jobs")) + '"'
+            # The whole body is kept only while small: a large one is joined again from
+            # the jobs' parts (cheap), so it is not held twice.
+            if len(entries) <= BIG:
+                self._bodies["jobs"] = (version, tag, body)
+            return tag, body
 
     async def specs_body(self) -> bytes:
         """The JSON body of ``GET /specs``, built off the loop when large, cached likewise."""

@@ -8,11 +8,13 @@ changes, so no read delays a due run and pollers of an unchanged state pay nothi
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from engine.files.spec import as_dict
+from engine.jsontext import dumps
 from engine.redact import redact, spec_secret_digests
 from engine.scheduler.catalog import Entry
 from engine.scheduler.jobs import describe_trigger, trigger_for
@@ -100,6 +102,45 @@ class Views:
         self._revision = revision
         self._descriptions: dict[tuple[str, str, str | None], str | None] = {}
         self._jobs_cache: tuple[tuple[Any, ...], list[dict[str, Any]]] | None = None
+        # ``GET /jobs`` is assembled from each job's encoded Job, kept until the job is
+        # touched (a run, an edit, a fire moving its next run time): a poll rebuilds only
+        # the jobs that changed, not all of them.
+        self._parts: dict[str, tuple[Entry, bytes]] = {}
+        self._parts_base: tuple[Any, ...] | None = None
+        self._touched: set[str] = set()
+        self._touched_lock = threading.Lock()  # a run may begin in a task thread
+
+    def touched(self, job_id: str) -> None:
+        """The job's Job may have changed; called after the change, from any thread."""
+        with self._touched_lock:
+            self._touched.add(job_id)
+
+    def plan_jobs_body(self) -> tuple[list[Entry], set[str]]:
+        """On the loop: the entries and the jobs touched since the last plan."""
+        facade, history = self._facade(), self._history()
+        base = (id(facade), id(history), self._revision(), self._stale())
+        if base != self._parts_base:
+            self._parts, self._parts_base = {}, base
+        with self._touched_lock:
+            touched, self._touched = self._touched, set()
+        return self.snapshot(), touched
+
+    def jobs_body(self, entries: list[Entry], touched: set[str]) -> bytes:
+        """The body of ``GET /jobs`` (may run off the loop; one at a time)."""
+        facade, history, stale = self._facade(), self._history(), self._stale()
+        parts = self._parts
+        out: list[bytes] = []
+        for entry in entries:
+            kept = parts.get(entry.id)
+            if kept is None or kept[0] is not entry or entry.id in touched:
+                info = job_info(facade, history, entry, stale, self._descriptions)
+                kept = parts[entry.id] = (entry, dumps(info))
+            out.append(kept[1])
+        if len(parts) > len(entries) + 1024:  # jobs gone
+            live = {entry.id for entry in entries}
+            for job_id in [j for j in parts if j not in live]:
+                del parts[job_id]
+        return b'{"count":%d,"jobs":[' % len(out) + b",".join(out) + b"]}"
 
     def version(self) -> tuple[Any, ...]:
         facade, history = self._facade(), self._history()

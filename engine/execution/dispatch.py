@@ -21,6 +21,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -63,6 +64,10 @@ class Dispatcher:
         self.oldest_claim = 0.0  # monotonic time the oldest claim in flight was sent
         self._loop: asyncio.AbstractEventLoop | None = None
         self._refused_logged = 0.0
+        # Claims answered by the writer thread, handed to the loop with one wake-up for
+        # however many landed meanwhile (not one per job: thousands a second when busy).
+        self._landed_queue: deque[tuple[Callable[[list[Claim]], None], list[Claim]]] = deque()
+        self._wake_pending = False
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -130,13 +135,24 @@ class Dispatcher:
         self.claims_in_flight += 1
 
         def back(batch: list[Claim]) -> None:  # in the writer thread
-            loop.call_soon_threadsafe(self._landed, done, batch)
+            self._landed_queue.append((done, batch))  # first queued, then the flag read
+            if not self._wake_pending:
+                self._wake_pending = True
+                loop.call_soon_threadsafe(self._land)
 
         self._claim(claims, back)
 
-    def _landed(self, done: Callable[[list[Claim]], None], batch: list[Claim]) -> None:
-        self.claims_in_flight -= 1
-        done(batch)
+    def _land(self) -> None:
+        """On the loop: every claim answered since the last wake-up, in order."""
+        self._wake_pending = False  # first cleared, then drained: nothing is left behind
+        queue = self._landed_queue
+        while queue:
+            done, batch = queue.popleft()
+            self.claims_in_flight -= 1
+            try:
+                done(batch)
+            except Exception:
+                log.exception("Handling the claim of %s failed.", batch[0].job_id if batch else "?")
 
     def _claimed(self, job_id: str, task: Task, claims: list[Claim]) -> None:
         if task.executor == "celery" and any(

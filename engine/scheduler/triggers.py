@@ -7,6 +7,7 @@ zone name, the window and the jitter.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -36,7 +37,7 @@ def _zone(timezone: str | tzinfo) -> ZoneInfo:
 class CrontabTrigger(BaseTrigger):
     """Fires on a crontab expression with Debian cron semantics, in one IANA zone."""
 
-    __slots__ = ("_cron", "end_date", "expression", "jitter", "start_date", "timezone")
+    __slots__ = ("_cron", "_memo", "end_date", "expression", "jitter", "start_date", "timezone")
 
     def __init__(
         self,
@@ -52,6 +53,10 @@ class CrontabTrigger(BaseTrigger):
         self.end_date = end_date
         self.jitter = jitter or None
         self._cron = CronExpression.parse(expression)
+        # The last answer and the iterator that gave it: a job asks for the time after the
+        # one it just fired at, twice per fire (APScheduler's run times, then its next run
+        # time), so both asks are answered without building a new cron iterator.
+        self._memo: tuple[datetime, datetime | None, Iterator[datetime] | None] | None = None
 
     def get_next_fire_time(
         self, previous_fire_time: datetime | None, now: datetime
@@ -66,10 +71,34 @@ class CrontabTrigger(BaseTrigger):
             after = now.astimezone(UTC) - _ONE_MICROSECOND
         if self.start_date is not None and after < self.start_date:
             after = self.start_date.astimezone(UTC) - _ONE_MICROSECOND
-        next_time = self._cron.next_after(after, self.timezone)
+        next_time = self._next_after(after)
         if next_time is None or (self.end_date is not None and next_time > self.end_date):
             return None
         return self._apply_jitter(next_time, self.jitter, now)
+
+    def _next_after(self, after: datetime) -> datetime | None:
+        """``self._cron.next_after(after, zone)``, remembered; ``after`` is in UTC."""
+        memo = self._memo  # one read: a reader thread may ask at the same time
+        if memo is not None:
+            asked, answer, times = memo
+            if after == asked:
+                return answer
+            if answer is not None and times is not None and after == answer:
+                try:
+                    following = next(times, None)
+                except ValueError:  # the iterator is in use in another thread
+                    following = self._cron.next_after(after, self.timezone)
+                    self._memo = (after, following, None)
+                    return following
+                self._memo = (after, following, times)
+                return following
+        times = self._cron.iter_after(after, self.timezone)
+        try:
+            answer = next(times, None)
+        except ValueError:  # pragma: no cover - a new iterator is ours alone
+            answer = self._cron.next_after(after, self.timezone)
+        self._memo = (after, answer, times)
+        return answer
 
     def __getstate__(self) -> dict[str, Any]:
         return {

@@ -144,12 +144,48 @@ class StateDB:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._lock = threading.Lock()
         self._unpruned: dict[str, int] = {}  # runs written per job since its last trim
-        self._upsert_run = self._run_upsert()
-        self._update_next_run = (
+        # The statements written once per run or per fire go to the driver as SQL text
+        # with plain parameter rows: SQLAlchemy's per-row parameter processing cost more
+        # than SQLite's own work for them.
+        self._placeholder = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        self._upsert_run = self._driver(self._run_upsert(), _RUN_COLUMNS)
+        self._update_next_run = self._driver(
             update(jobs)
             .where(jobs.c.id == bindparam("b_id"))
-            .values(next_run_time=bindparam("b_t"), changed_at=bindparam("b_c"))
+            .values(next_run_time=bindparam("b_t"), changed_at=bindparam("b_c")),
+            ("b_t", "b_c", "b_id"),
         )
+        self._claim_sql: dict[int, str] = {}
+
+    def _driver(self, statement: Any, names: Sequence[str]) -> tuple[str, tuple[str, ...]]:
+        """The statement as the driver's SQL, and the order of its parameters."""
+        compiled = statement.compile(dialect=self.engine.dialect, column_keys=list(names))
+        if compiled.positional:
+            return str(compiled), tuple(compiled.positiontup or ())
+        # Named (PostgreSQL's %(name)s): rewritten positional, in the order they appear.
+        sql, order = str(compiled), []
+        while True:
+            start = sql.find("%(")
+            if start < 0:
+                break
+            end = sql.index(")s", start)
+            order.append(sql[start + 2 : end])
+            sql = sql[:start] + "%s" + sql[end + 2 :]
+        return sql, tuple(order)
+
+    def _claim_statement(self, count: int) -> str:
+        """INSERT of ``count`` claim rows that skips runs claimed before, returning the rest."""
+        sql = self._claim_sql.get(count)
+        if sql is None:
+            row = "(" + ", ".join([self._placeholder] * len(_RUN_COLUMNS)) + ")"
+            sql = (
+                f"INSERT INTO {runs.name} ({', '.join(_RUN_COLUMNS)}) VALUES "
+                + ", ".join([row] * count)
+                + " ON CONFLICT (job_id, scheduled_at, attempt) DO NOTHING"
+                " RETURNING job_id, scheduled_at"
+            )
+            self._claim_sql[count] = sql
+        return sql
 
     @property
     def display(self) -> str:
@@ -301,11 +337,11 @@ class StateDB:
         if not moved:
             return
         stamp = time.time()
+        sql, order = self._update_next_run
+        if order != ("b_t", "b_c", "b_id"):  # pragma: no cover - both dialects give this
+            raise RuntimeError(f"unexpected parameter order {order}")
         with self.fenced(fence) as conn:
-            conn.execute(
-                self._update_next_run,
-                [{"b_id": job_id, "b_t": when, "b_c": stamp} for when, job_id in moved],
-            )
+            conn.exec_driver_sql(sql, [(when, stamp, job_id) for when, job_id in moved])
 
     # -- runs --------------------------------------------------------------------------
 
@@ -340,22 +376,36 @@ class StateDB:
         if not rows:
             return
         stamp = time.time()
-        prepared = [_run_params(row, stamp) for row in rows]
+        sql, order = self._upsert_run
+        if order != _RUN_COLUMNS:  # pragma: no cover - both dialects give this
+            raise RuntimeError(f"unexpected parameter order {order}")
+        prepared = [_run_values(row, stamp) for row in rows]
         with self._lock, self.engine.begin() as conn:
-            conn.execute(self._upsert_run, prepared)
+            conn.exec_driver_sql(sql, prepared)
+            unpruned = self._unpruned
             for row in rows:
-                self._unpruned[row["job_id"]] = self._unpruned.get(row["job_id"], 0) + 1
-            due = [job for job, count in self._unpruned.items() if count >= max(keep // 5, 1)]
+                unpruned[row["job_id"]] = unpruned.get(row["job_id"], 0) + 1
+            every = max(keep // 5, 1)
+            due = [job for job, count in unpruned.items() if count >= every]
             for job_id in due:
-                del self._unpruned[job_id]
-                newest = (
-                    select(runs.c.id)
-                    .where(runs.c.job_id == job_id)
-                    .order_by(runs.c.scheduled_at.desc(), runs.c.attempt.desc())
-                    .limit(keep)
-                    .scalar_subquery()
+                del unpruned[job_id]
+            # One statement for every job due a trim (not one per job).
+            for chunk in _chunks(due, 500):
+                ranked = (
+                    select(
+                        runs.c.id,
+                        func.row_number()
+                        .over(
+                            partition_by=runs.c.job_id,
+                            order_by=(runs.c.scheduled_at.desc(), runs.c.attempt.desc()),
+                        )
+                        .label("n"),
+                    )
+                    .where(runs.c.job_id.in_(chunk))
+                    .subquery()
                 )
-                conn.execute(delete(runs).where(runs.c.job_id == job_id, runs.c.id.not_in(newest)))
+                old = select(ranked.c.id).where(ranked.c.n > keep)
+                conn.execute(delete(runs).where(runs.c.id.in_(old)))
 
     def claim_runs(
         self, claims: Sequence[dict[str, Any]], fence: Fence | None
@@ -390,15 +440,12 @@ class StateDB:
             }
             for c in claims
         ]
-        insert = _insert(self.dialect)(runs)
-        stmt = insert.on_conflict_do_nothing(
-            index_elements=["job_id", "scheduled_at", "attempt"]
-        ).returning(runs.c.job_id, runs.c.scheduled_at)
         with self.fenced(fence) as conn:
             won: set[tuple[str, float]] = set()
             for chunk in _chunks(params, 500):
-                result = conn.execute(stmt, list(chunk))
-                won.update((r.job_id, r.scheduled_at) for r in result.all())
+                flat = tuple(row[name] for row in chunk for name in _RUN_COLUMNS)
+                result = conn.exec_driver_sql(self._claim_statement(len(chunk)), flat)
+                won.update((job_id, scheduled_at) for job_id, scheduled_at in result.all())
             for row in params:
                 self._unpruned[row["job_id"]] = self._unpruned.get(row["job_id"], 0) + 1
         return won
@@ -744,23 +791,42 @@ def _run_row(r: Any) -> RunRow:
     )
 
 
-def _run_params(row: dict[str, Any], stamp: float) -> dict[str, Any]:
+_RUN_COLUMNS = (
+    "job_id",
+    "scheduled_at",
+    "attempt",
+    "status",
+    "started_at",
+    "finished_at",
+    "duration_s",
+    "error",
+    "epoch",
+    "traceback",
+    "logs",
+    "worker",
+    "changed_at",
+)  # in the table's order, which is the order of the compiled INSERT's parameters
+
+
+def _run_values(row: dict[str, Any], stamp: float) -> tuple[Any, ...]:
+    """A run's parameters in ``_RUN_COLUMNS`` order."""
     logs = row.get("logs")
-    return {
-        "job_id": row["job_id"],
-        "scheduled_at": row["scheduled_at"],
-        "attempt": row["attempt"],
-        "status": row["status"],
-        "started_at": row.get("started_at"),
-        "finished_at": row.get("finished_at"),
-        "duration_s": row.get("duration_s"),
-        "error": row.get("error"),
-        "traceback": row.get("traceback"),
-        "logs": json.dumps(logs, default=repr) if logs else None,
-        "worker": row.get("worker"),
-        "epoch": row.get("epoch"),
-        "changed_at": stamp,
-    }
+    get = row.get
+    return (
+        row["job_id"],
+        row["scheduled_at"],
+        row["attempt"],
+        row["status"],
+        get("started_at"),
+        get("finished_at"),
+        get("duration_s"),
+        get("error"),
+        get("epoch"),
+        get("traceback"),
+        json.dumps(logs, default=repr) if logs else None,
+        get("worker"),
+        stamp,
+    )
 
 
 def _insert(dialect: str) -> Any:

@@ -649,8 +649,12 @@ def fire_schedctl(count: int, seconds: float, backlog_wait: float = 10.0) -> dic
     make_package(root)
     schedules, _ = write_schedules(root, count, fire_fields(count))
 
+    import dataclasses
+
+    served = dataclasses.replace(settings(root, schedules), tune_process=True)  # as `serve`
+
     async def main() -> dict[str, Any]:
-        async with running_app(settings(root, schedules)) as (app, _):
+        async with running_app(served) as (app, _):
             engine = app.state.engine
             # A fixed window after a warm-up (first fires, first writes): a loop that
             # falls behind cannot stretch it.

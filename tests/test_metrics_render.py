@@ -1,0 +1,33 @@
+"""``/metrics`` writes the per-job series itself: byte for byte the client library's."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from engine.metrics import JobSample, Metrics
+
+
+def _library_text(metrics: Metrics) -> bytes:
+    registry = CollectorRegistry()
+    registry.register(metrics.job_collector)
+    return generate_latest(registry)
+
+
+def test_per_job_series_are_written_as_the_client_library_writes_them() -> None:
+    samples = [
+        JobSample("a-job", 1764532800.123456, 1764532801.5, "success", 1764536400.0, 0, False),
+        JobSample('odd"\\id\nx', None, 1.0, "failed", None, 3, True),
+        JobSample("never-ran", None, None, None, 2e9, 0, False),
+        JobSample("paused", 5.0, 6.25, "timeout", None, 12, False),
+    ]
+    metrics = Metrics()
+    metrics.source = lambda: list(samples)
+    metrics.counts = {("a-job", "success"): 7, ('odd"\\id\nx', "failed"): 3, ("paused", "x"): 1}
+    assert metrics.render_jobs() == _library_text(metrics)
+    # Kept lines follow their job's changes; a job gone is gone.
+    samples[0] = JobSample("a-job", 1764532900.0, 1764532900.5, "failed", None, 1, True)
+    del samples[2]
+    metrics.counts[("a-job", "failed")] = 1
+    assert metrics.render_jobs() == _library_text(metrics)
+    assert metrics.render().startswith(metrics.render_jobs())
+    assert b"schedctl_fire_lateness_seconds_bucket" in metrics.render()
