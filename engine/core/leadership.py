@@ -241,7 +241,9 @@ class Leadership:
             return
         engine.leading = False
         engine.metrics.leader.set(0)
-        engine.persister.forget_leader_state()
+        # Off the loop: it waits for the writer's lock, which a write to a database that
+        # stopped answering holds for up to its statement timeout.
+        await engine.blocking(engine.persister.forget_leader_state)
         epoch = engine.lease.epoch
         engine.lease.drop()
         with contextlib.suppress(Exception):
