@@ -9,6 +9,7 @@ believes it leads then fires the same runs as its successor.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
@@ -314,15 +315,15 @@ def test_a_leader_frozen_inside_a_lease_transaction_does_not_block_the_takeover(
 
     frozen_db, standby_db = StateDB(postgres_url), StateDB(postgres_url)
     frozen_db.migrate()
+    frozen, standby = Lease(frozen_db, ttl=2.0), Lease(standby_db, ttl=2.0)
     try:
-        frozen = Lease(frozen_db, ttl=2.0)
         assert frozen.try_acquire()
         session = frozen_db.engine.connect()  # the leader's connection, frozen mid-renewal
+        raw = session.connection.dbapi_connection
         session.begin()
         session.execute(
             update(lease_table).where(lease_table.c.name == "leader").values(holder=frozen.holder)
         )
-        standby = Lease(standby_db, ttl=2.0)
         started = time.monotonic()
         took = False
         while not took and time.monotonic() - started < 12:
@@ -335,7 +336,11 @@ def test_a_leader_frozen_inside_a_lease_transaction_does_not_block_the_takeover(
         assert took, "the standby never took the lease from a leader frozen in a transaction"
         assert time.monotonic() - started < 2.0 + 8.0  # the TTL, then the server's cut-off
         session.invalidate()
+        with contextlib.suppress(Exception):
+            raw.close()  # type: ignore[union-attr]  # ended by the server already
     finally:
+        standby.release()
+        frozen.lock.release()
         frozen_db.close()
         standby_db.close()
 
@@ -358,7 +363,7 @@ async def test_a_leader_frozen_between_claim_and_start_does_not_start_the_run_la
             time.sleep(4.0)  # noqa: ASYNC251  (the process stops here: loop, lease renewals)
         return await execute(job_id, scheduled_at, *args)
 
-    leader.runner.execute = freeze_once  # type: ignore[method-assign]
+    leader.runner.execute = freeze_once  # type: ignore[method-assign,assignment]
     await leader.start()
     try:
         await eventually(lambda: bool(frozen))
