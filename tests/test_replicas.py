@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
@@ -149,6 +150,7 @@ async def test_a_replaced_leader_that_still_believes_it_leads_fires_nothing(
     epoch and the database refuses them, so it runs nothing its successor runs."""
     old = Engine(settings(project, postgres_url))
     new = Engine(settings(project, postgres_url))
+    thaw = threading.Event()
     await old.start()
     await new.start()
     try:
@@ -156,6 +158,7 @@ async def test_a_replaced_leader_that_still_believes_it_leads_fires_nothing(
         # The old leader goes deaf: it never renews, and even its own clock check is
         # switched off, so only the database's epoch check stands in its way.
         old._tasks[0].cancel()  # its leadership loop
+        old.lease.renew = lambda: thaw.wait(60) and False  # type: ignore[method-assign]
         old.lease.valid = lambda: True  # type: ignore[method-assign]
         # Its lease ends in the database (as when a frozen process misses its renewals).
         with old.db.engine.begin() as conn:
@@ -166,6 +169,7 @@ async def test_a_replaced_leader_that_still_believes_it_leads_fires_nothing(
         await eventually(lambda: len(work.ran) >= before + 3)
         assert old.leading  # it still thinks so
     finally:
+        thaw.set()
         await new.stop()
         await old.stop()
     assert duplicates(work) == [], "a replaced leader fired runs its successor fired too"
@@ -214,11 +218,14 @@ async def test_a_frozen_leader_is_replaced_once_its_lease_expires(
 ) -> None:
     first = Engine(settings(project, postgres_url, lease_ttl=2.0))
     second = Engine(settings(project, postgres_url, lease_ttl=2.0))
+    thaw = threading.Event()
     await first.start()
     await second.start()
     try:
         await eventually(lambda: len(work.ran) >= 1)
-        # Frozen: it renews nothing and fires nothing, yet its process and its lock live.
+        # Frozen: it renews nothing and fires nothing, yet its process and its lock live
+        # (its renewal never comes back, its loop acts on nothing).
+        first.lease.renew = lambda: thaw.wait(60) and False  # type: ignore[method-assign]
         first.leadership._hold = _forever  # type: ignore[method-assign]
         first.facade.pause()
         frozen = time.monotonic()
@@ -229,6 +236,7 @@ async def test_a_frozen_leader_is_replaced_once_its_lease_expires(
         # Woken up, it may not fire: its lease is gone by its own clock.
         assert first.may_fire() is False
     finally:
+        thaw.set()
         await second.stop()
         await first.stop()
     assert duplicates(work) == []
@@ -355,11 +363,14 @@ async def test_a_leader_frozen_between_claim_and_start_does_not_start_the_run_la
 
     leader = Engine(settings(project, postgres_url, lease_ttl=2.0))
     frozen: list[datetime] = []
+    thaw = threading.Event()
     execute = leader.runner.execute
 
     async def freeze_once(job_id: str, scheduled_at: datetime, *args: Any) -> str:
         if not frozen:
             frozen.append(scheduled_at)
+            # SIGSTOP stops every thread: the lease's renewals too.
+            leader.lease.renew = lambda: thaw.wait(60) and False  # type: ignore[method-assign]
             time.sleep(4.0)  # noqa: ASYNC251  (the process stops here: loop, lease renewals)
         return await execute(job_id, scheduled_at, *args)
 
@@ -374,6 +385,27 @@ async def test_a_leader_frozen_between_claim_and_start_does_not_start_the_run_la
 
         records = await eventually(final)
     finally:
+        thaw.set()
         await leader.stop()
     assert when.timestamp() not in {r[1] for r in work.ran}, "the claimed run started late"
     assert [(r.status, r.error, r.started_at) for r in records] == [("failed", NOT_STARTED, None)]
+
+
+async def test_a_leader_whose_loop_is_busy_for_longer_than_its_lease_keeps_leading(
+    project: Path, postgres_url: str, work: Any
+) -> None:
+    """A burst of runs or a large restore can hold the event loop for seconds: the lease
+    is renewed by a thread of its own, so the leader keeps it and fires on (before, a
+    50,000-run burst cost the lease, and the restore after it cost it again: no run
+    started for as long as the burst lasted)."""
+    leader = Engine(settings(project, postgres_url, lease_ttl=2.0))
+    await leader.start()
+    try:
+        await eventually(lambda: len(work.ran) >= 1)
+        epoch = leader.lease.epoch
+        time.sleep(3.0)  # noqa: ASYNC251  (the loop held for longer than the lease)
+        count = len(work.ran)
+        await eventually(lambda: len(work.ran) >= count + 2)
+        assert leader.leading and leader.lease.epoch == epoch, "the lease changed hands"
+    finally:
+        await leader.stop()

@@ -4,10 +4,12 @@
   leader's state from the database (what changed since the last read, read off the
   event loop) and answer the runtime API by handing changes to the leader.
 - **Leading**: restore the saved state, reconcile, fire, watch the files, apply the
-  standbys' commands; renew the lease every ``ttl / 5``. When a renewal fails, or has
-  not come back by the time the lease would end by this process's own clock, stop
-  firing at once and stand by again: a standby may take over only once the lease has
-  expired, and this process has stopped firing before that.
+  standbys' commands. The lease is renewed every ``ttl / 5`` by a thread of its own, so
+  a loop busy for seconds (a burst of 50,000 runs, a large restore) keeps it; a loop not
+  seen for ``3 * ttl`` is taken for wedged and renewals stop, so a standby takes over.
+  When a renewal fails, or the lease would end by this process's own clock, stop firing
+  at once and stand by again: a standby may take over only once the lease has expired,
+  and this process has stopped firing before that.
 
 Nothing here ends because a task ended: losing the lease, the database or the watcher
 puts the engine back to standing by, and the loop goes on until ``stop()``.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -64,6 +67,38 @@ class Leadership:
         self._view_since: float | None = None
         self._leader_seen = time.monotonic()
         self._specs: dict[str, Any] = {}
+        self._loop_seen = time.monotonic()  # the leading loop's last heartbeat
+        self._renewed: tuple[int | None, bool | BaseException] | None = None
+        self._renewer: threading.Thread | None = None
+
+    # -- renewing, off the loop ----------------------------------------------------------
+
+    def _start_renewer(self) -> None:
+        self._loop_seen = time.monotonic()
+        self._renewed = None
+        if self._renewer is None or not self._renewer.is_alive():
+            self._renewer = threading.Thread(
+                target=self._renew_forever, name="schedctl-lease-renewer", daemon=True
+            )
+            self._renewer.start()
+
+    def _renew_forever(self) -> None:
+        """Renew the lease every ``ttl / 5`` while leading and the loop is alive; the
+        outcome is left for the loop (``_hold``) to act on."""
+        engine, lease = self.engine, self.engine.lease
+        while not engine.stopping():
+            time.sleep(lease.ttl / 5)
+            if not engine.leading or engine.stopping():
+                continue
+            if time.monotonic() - self._loop_seen > 3 * lease.ttl:
+                continue  # a wedged loop must not keep the lease
+            epoch = lease.epoch
+            outcome: bool | Exception
+            try:
+                outcome = engine.lease_io.submit(lease.renew).result(timeout=lease.ttl)
+            except Exception as exc:  # reported by the loop
+                outcome = exc
+            self._renewed = (epoch, outcome)
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -118,34 +153,32 @@ class Leadership:
             self._database_down(exc)
 
     async def _hold(self) -> None:
-        """While leading: renew the lease in time, or stop firing before it ends."""
+        """While leading: act on the renewer's outcome, or stop firing before the lease
+        ends by this process's own clock."""
         engine, lease = self.engine, self.engine.lease
-        await asyncio.sleep(lease.ttl / 5)
+        await asyncio.sleep(min(0.5, lease.ttl / 10))
+        self._loop_seen = time.monotonic()
         if not engine.leading or engine.stopping():
+            return
+        renewed, self._renewed = self._renewed, None
+        outcome = renewed[1] if renewed is not None and renewed[0] == lease.epoch else None
+        if outcome is False:
+            await self.stop_leading("another process took the lease over")
+            return
+        if isinstance(outcome, BaseException):
+            self._database_down(outcome)
+            if not lease.valid():
+                await self.stop_leading(f"the lease could not be renewed ({_short(outcome)})")
             return
         if not lease.valid():
             await self.stop_leading("the lease ran out before it could be renewed")
             return
-        renewal = asyncio.get_running_loop().run_in_executor(engine.lease_io, lease.renew)
-        left = lease.valid_until - time.monotonic()
-        try:
-            renewed = await asyncio.wait_for(asyncio.shield(renewal), timeout=max(0.0, left))
-        except TimeoutError:
-            await self.stop_leading("the lease could not be renewed in time")
-            return
-        except Exception as exc:
-            self._database_down(exc)
-            if not lease.valid():
-                await self.stop_leading(f"the lease could not be renewed ({_short(exc)})")
-            return
-        if not renewed:
-            await self.stop_leading("another process took the lease over")
-            return
-        if engine.persister.healthy:
-            engine.database_answered()
-        else:
-            engine.database_failed()
-        self._leader_seen = time.monotonic()
+        if outcome is True:
+            if engine.persister.healthy:
+                engine.database_answered()
+            else:
+                engine.database_failed()
+            self._leader_seen = time.monotonic()
 
     def _database_down(self, exc: BaseException) -> None:
         if self.engine.database_ok:
@@ -161,6 +194,7 @@ class Leadership:
     async def lead(self) -> None:
         engine = self.engine
         engine.leading = True
+        self._start_renewer()  # restoring a large state holds the loop: renew meanwhile
         fence = engine.lease.fence
         with engine.tuning.loading():
             swept = await engine.blocking(engine.db.sweep_orphans, fence.epoch, fence)  # type: ignore[union-attr]
