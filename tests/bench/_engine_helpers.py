@@ -747,11 +747,13 @@ def _arg(text: str) -> Any:
     return text
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], measurements: dict[str, Callable[..., Any]] | None = None) -> int:
+    """Run measurement ``argv[0]`` (of ``measurements``, default this module's) with the
+    JSON arguments after it; print its JSON result."""
     name, *args = argv
     # A hang shows every thread's stack on stderr, and the process ends.
     faulthandler.dump_traceback_later(float(os.environ.get("BENCH_HANG_S", "600")), exit=True)
-    found = MEASUREMENTS[name](*(_arg(a) for a in args))
+    found = (measurements or MEASUREMENTS)[name](*(_arg(a) for a in args))
     print(json.dumps(found, default=str), flush=True)
     return 0
 

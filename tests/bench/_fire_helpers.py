@@ -18,7 +18,6 @@ import gc
 import http.client
 import json
 import math
-import os
 import socket
 import subprocess
 import sys
@@ -34,7 +33,6 @@ from tests.bench._engine_helpers import (
     PACKAGE,
     Fields,
     GcPauses,
-    _arg,
     _exit_now,
     _lateness,
     _rss,
@@ -42,6 +40,7 @@ from tests.bench._engine_helpers import (
     fire_fields,
     job_fields,
     job_id,
+    main,
     make_package,
     percentile,
     running_app,
@@ -464,15 +463,5 @@ MEASUREMENTS: dict[str, Callable[..., Any]] = {
 }
 
 
-def main(argv: list[str]) -> int:
-    import faulthandler
-
-    name, *args = argv
-    faulthandler.dump_traceback_later(float(os.environ.get("BENCH_HANG_S", "600")), exit=True)
-    found = MEASUREMENTS[name](*(_arg(a) for a in args))
-    print(json.dumps(found, default=str), flush=True)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(sys.argv[1:], MEASUREMENTS))

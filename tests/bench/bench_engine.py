@@ -48,9 +48,12 @@ LATENESS_P99_TARGET_MS = 2.0
 MEMORY_TARGET_B = 3 * 1024
 
 
-def measure(name: str, *args: Any, timeout: float = 300.0) -> dict[str, Any]:
-    """Run one measurement in a fresh interpreter; its JSON result (or an ``error``)."""
-    command = [sys.executable, "-m", "tests.bench._engine_helpers", name]
+def measure(
+    name: str, *args: Any, timeout: float = 300.0, helpers: str = "tests.bench._engine_helpers"
+) -> dict[str, Any]:
+    """Run one measurement of module ``helpers`` in a fresh interpreter; its JSON result
+    (or an ``error``)."""
+    command = [sys.executable, "-m", helpers, name]
     command += [json.dumps(a) for a in args]
     label = " ".join(command[3:])
     print(f"  {label} ...", file=sys.stderr, flush=True)

@@ -25,13 +25,10 @@ default settings of ``schedctl serve``.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import tempfile
-import time
 from typing import Any
 
-from tests.bench.bench_engine import ROOT, _failed, _kb, _lat, _ms, _ratio
+from tests.bench.bench_engine import _failed, _kb, _lat, _ms, _ratio
+from tests.bench.bench_engine import measure as _measure
 
 COUNT = 2_000
 CPU_SECONDS = 5.0
@@ -49,30 +46,7 @@ RSS_RATIO_TARGET = 1.1
 
 def measure(name: str, *args: Any, timeout: float = 300.0) -> dict[str, Any]:
     """As ``bench_engine.measure``, for ``tests.bench._fire_helpers``."""
-    import json
-
-    command = [sys.executable, "-m", "tests.bench._fire_helpers", name]
-    command += [json.dumps(a) for a in args]
-    label = " ".join(command[3:])
-    print(f"  {label} ...", file=sys.stderr, flush=True)
-    started = time.perf_counter()
-    env = {**os.environ, "BENCH_HANG_S": str(timeout - 15)}
-    with tempfile.TemporaryDirectory(prefix="schedctl-bench-fire-") as scratch:
-        env["TMPDIR"] = scratch
-        try:
-            done = subprocess.run(
-                command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-            )
-        except subprocess.TimeoutExpired:
-            return {"error": f"{label}: no answer within {timeout:.0f} s"}
-    print(f"  {label}: {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        tail = "\n".join(done.stderr.strip().splitlines()[-15:])
-        print(tail, file=sys.stderr, flush=True)
-        return {"error": f"{label}: exit code {done.returncode}"}
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
+    return _measure(name, *args, timeout=timeout, helpers="tests.bench._fire_helpers")
 
 
 def _us(value: float) -> str:
