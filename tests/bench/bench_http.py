@@ -20,6 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.bench._engine_helpers import main
+from tests.bench.bench_engine import _failed
+from tests.bench.bench_engine import measure as _measure
+
 JOBS = int(os.environ.get("BENCH_HTTP_JOBS", "10000"))
 ROUNDS = int(os.environ.get("BENCH_HTTP_ROUNDS", "300"))
 TARGET_MS = 1.0
@@ -59,7 +63,7 @@ def _client(port: int, paths: list[str]) -> dict[str, Any]:
 def measure() -> dict[str, Any]:
     """In a fresh process: serve ``JOBS`` jobs (the bench's usual mix, none due soon) and
     run the client in another process."""
-    from tests.bench._engine_helpers import job_id, make_package, write_schedules
+    from tests.bench._engine_helpers import _exit_now, job_id, make_package, write_schedules
     from tests.bench._fire_helpers import served, settings
 
     root = Path(tempfile.mkdtemp(prefix="schedctl-bench-http-"))
@@ -69,27 +73,22 @@ def measure() -> dict[str, Any]:
     async def main() -> dict[str, Any]:
         async with served(settings(root, schedules)) as (_, port):
             paths = ["/status", "/jobs", f"/jobs/{job_id(JOBS - 1)}"]
-            command = [sys.executable, "-m", "tests.bench.bench_http", "client", str(port)]
+            command = [sys.executable, "-m", "tests.bench.bench_http", "client"]
             proc = await asyncio.create_subprocess_exec(
-                *command, json.dumps(paths), stdout=subprocess.PIPE
+                *command, str(port), json.dumps(paths), stdout=subprocess.PIPE
             )
             out, _ = await proc.communicate()
-            return dict(json.loads(out))
+            found = dict(json.loads(out.strip().splitlines()[-1]))
+            _exit_now(found, str(root))
+            return found
 
     return asyncio.run(main())
 
 
 def run() -> list[dict[str, Any]]:
-    done = subprocess.run(
-        [sys.executable, "-m", "tests.bench.bench_http", "measure"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    if done.returncode != 0:
-        return [{"benchmark": "conditional GET: failed to run", "schedctl": done.stderr[-300:]}]
-    found = json.loads(done.stdout.strip().splitlines()[-1])
+    found = _measure("conditional", timeout=600, helpers="tests.bench.bench_http")
+    if "error" in found:
+        return _failed("conditional GET", found)
     note = (
         f"{JOBS:,} jobs under uvicorn, one keep-alive client process; {ROUNDS} requests "
         "with If-None-Match after the ETag was read; 200 = the full answer's p50"
@@ -111,13 +110,4 @@ def run() -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "client":
-        print(json.dumps(_client(int(sys.argv[2]), json.loads(sys.argv[3]))))
-    elif sys.argv[1] == "measure":
-        print(json.dumps(measure()))
-        sys.stdout.flush()
-        os._exit(0)
-    else:
-        from tests.bench.__main__ import render
-
-        print(render(run()))
+    sys.exit(main(sys.argv[1:], {"conditional": measure, "client": _client}))
