@@ -6,7 +6,7 @@ here second by second, so each test states exactly what went wrong.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import pytest
 
@@ -216,6 +216,22 @@ def test_soak_rules_judge_lateness_thread_growth_and_sigterm() -> None:
     assert row(report, "r1#1 threads")[1] is False
     assert row(report, "r1#1 open fds")[1] is True
     assert row(report, "r1#1 exit after SIGTERM") == ("did not exit", False)
+
+
+@pytest.mark.parametrize(
+    ("threads_at", "flat"),
+    [
+        (lambda s: 33 + (s % 7 == 0) if s < 30 else 35 + (s >= 45), True),  # grown to its peaks
+        (lambda s: 30 + s // 5, False),  # one thread leaked every five seconds
+    ],
+)
+def test_thread_growth_is_told_from_a_pool_growing_to_its_peak(
+    threads_at: Callable[[int], int], flat: bool
+) -> None:
+    samples = [ProcSample(T0 + s, "r1#1", 70_000, threads_at(s), 20, 1) for s in range(60)]
+    rules = Rules(trend=True, warmup_s=10)
+    report = judged(observed(steady(T0, T0 + 60), samples=samples), rules)
+    assert row(report, "r1#1 threads")[1] is flat
 
 
 def test_an_engine_that_exits_by_itself_is_caught() -> None:
