@@ -60,6 +60,9 @@ class Dispatcher:
         self._may_fire = may_fire
         self.active: dict[str, set[asyncio.Task[str]]] = {}
         self._pending: dict[str, int] = {}  # Celery runs whose claim is on its way, per job
+        # Runs created in this loop iteration whose task has not taken its first step: not
+        # started, so not "still going" (a claim landing as the next time falls due).
+        self._fresh: dict[str, int] = {}
         self.claims_in_flight = 0
         self.oldest_claim = 0.0  # monotonic time the oldest claim in flight was sent
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -79,7 +82,8 @@ class Dispatcher:
         remote = self.celery.in_flight(job_id) if self.celery is not None else 0
         # A Celery run cannot wait behind another here: while its claim is on its way,
         # it counts as in progress on the pool.
-        return (len(running) if running else 0) + self._pending.get(job_id, 0) + remote
+        here = len(running) - self._fresh.get(job_id, 0) if running else 0
+        return here + self._pending.get(job_id, 0) + remote
 
     # -- due runs ------------------------------------------------------------------------
 
@@ -220,6 +224,17 @@ class Dispatcher:
         started = self._loop.create_task(coro, name=f"schedctl-run:{job_id}")
         running.add(started)
         started.add_done_callback(functools.partial(self._done, job_id))
+        # Its first step is the next callback of the loop's queue: once that has run, the
+        # run has started (or waits behind the runs before it) and counts as going.
+        self._fresh[job_id] = self._fresh.get(job_id, 0) + 1
+        self._loop.call_soon(self._stepped, job_id)
+
+    def _stepped(self, job_id: str) -> None:
+        left = self._fresh.get(job_id, 1) - 1
+        if left > 0:
+            self._fresh[job_id] = left
+        else:
+            self._fresh.pop(job_id, None)
 
     async def _after(self, before: list[asyncio.Task[str]], work: Callable[[], Any]) -> str:
         await asyncio.wait(before)
