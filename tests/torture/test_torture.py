@@ -6,6 +6,7 @@ ones (``TORTURE=full``), ``make torture-proof`` the claim-off proof (``TORTURE=p
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -70,9 +71,36 @@ def judge(reports: list[Report], results: Path) -> None:
         for report in reports
         for row in report.failures
     ]
+    examples = [
+        f"{report.scenario} {kind}: {example}"
+        for report in reports
+        if report.failures
+        for kind in EXAMPLES
+        for example in report.details.get(kind, [])[:10]
+    ]
+    warnings = [
+        f"{report.scenario} {name}: {line}"
+        for report in reports
+        if report.failures
+        for name, path in report.details.get("logs", {}).items()
+        for line in _warnings(Path(path))[-10:]
+    ]
     assert not broken, "\n".join(
-        ["torture checks failed:", *broken, ""] + [r.table() for r in reports]
+        ["torture checks failed:", *broken, "", *examples, "", *warnings, ""]
+        + [r.table() for r in reports]
     )
+
+
+def _warnings(log: Path) -> list[str]:
+    """A replica log's warning and error lines (the log itself stays in the clone)."""
+    with contextlib.suppress(OSError):
+        text = log.read_text(errors="replace")
+        return [line[:300] for line in text.splitlines() if "WARNING" in line or "ERROR" in line]
+    return []
+
+
+# Shown with a failure, up to ten of each: a CI log must say which runs, not only how many.
+EXAMPLES = ("duplicates", "lost", "not_run", "untruthful_examples")
 
 
 def logs_on_failure(world: World) -> dict[str, str]:
