@@ -162,11 +162,7 @@ class Dispatcher:
         if task.executor == "celery" and any(
             c.status == "queued" or c.outcome == "missed" for c in claims
         ):
-            left = self._pending.get(job_id, 1) - 1
-            if left > 0:
-                self._pending[job_id] = left
-            else:
-                self._pending.pop(job_id, None)
+            _count_down(self._pending, job_id)
         start: list[datetime] = []
         deadlines: list[float] = []
         epoch = claims[0].fence.epoch if claims and claims[0].fence else None
@@ -227,14 +223,7 @@ class Dispatcher:
         # Its first step is the next callback of the loop's queue: once that has run, the
         # run has started (or waits behind the runs before it) and counts as going.
         self._fresh[job_id] = self._fresh.get(job_id, 0) + 1
-        self._loop.call_soon(self._stepped, job_id)
-
-    def _stepped(self, job_id: str) -> None:
-        left = self._fresh.get(job_id, 1) - 1
-        if left > 0:
-            self._fresh[job_id] = left
-        else:
-            self._fresh.pop(job_id, None)
+        self._loop.call_soon(_count_down, self._fresh, job_id)
 
     async def _after(self, before: list[asyncio.Task[str]], work: Callable[[], Any]) -> str:
         await asyncio.wait(before)
@@ -286,6 +275,15 @@ class Dispatcher:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=0.5)
+
+
+def _count_down(counts: dict[str, int], job_id: str) -> None:
+    """One fewer for ``job_id``; a count that reaches zero leaves the map."""
+    left = counts.get(job_id, 1) - 1
+    if left > 0:
+        counts[job_id] = left
+    else:
+        counts.pop(job_id, None)
 
 
 def _busy(task: Task) -> str:
