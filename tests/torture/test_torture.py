@@ -61,6 +61,10 @@ def sizes(short_timeout: int, full_timeout: int) -> pytest.MarkDecorator:
     )
 
 
+# Shown with a failure, up to ten of each: a CI log must say which runs, not only how many.
+EXAMPLES = ("duplicates", "lost", "not_run", "untruthful_examples")
+
+
 def judge(reports: list[Report], results: Path) -> None:
     """Print and keep every table; fail with the broken MUST rows of all of them."""
     for report in reports:
@@ -97,10 +101,6 @@ def _warnings(log: Path) -> list[str]:
         text = log.read_text(errors="replace")
         return [line[:300] for line in text.splitlines() if "WARNING" in line or "ERROR" in line]
     return []
-
-
-# Shown with a failure, up to ten of each: a CI log must say which runs, not only how many.
-EXAMPLES = ("duplicates", "lost", "not_run", "untruthful_examples")
 
 
 def logs_on_failure(world: World) -> dict[str, str]:
