@@ -414,36 +414,57 @@ class CeleryExecutor:
         broken: str | None = None
         sent = False
         with app.producer_or_acquire() as producer:
-            for flight in batch:
-                late = time.time() - flight.deadline
-                if late > 0:
-                    results.append(
-                        (
-                            flight,
-                            "missed",
-                            f"not sent: the broker did not take it within misfire_grace "
-                            f"({flight.grace:g}s; {late:.3f}s late)",
-                        )
-                    )
-                    continue
-                if broken is not None:
-                    results.append((flight, "failed", broken))
-                    continue
-                if self._fence() is None:
-                    continue  # this engine stopped leading: the next leader records it
-                try:
-                    self._publish(app, producer, flight)
-                except Exception as exc:
+            buffered: list[_Flight] = []  # published into the batch, not flushed yet
+            try:
+                with _batch(producer):
+                    for flight in batch:
+                        late = time.time() - flight.deadline
+                        if late > 0:
+                            results.append(
+                                (
+                                    flight,
+                                    "missed",
+                                    f"not sent: the broker did not take it within misfire_grace "
+                                    f"({flight.grace:g}s; {late:.3f}s late)",
+                                )
+                            )
+                            continue
+                        if broken is not None:
+                            results.append((flight, "failed", broken))
+                            continue
+                        if self._fence() is None:
+                            continue  # this engine stopped leading: the next leader records it
+                        try:
+                            self._publish(app, producer, flight)
+                        except Exception as exc:
+                            reason = _mask(
+                                flight.task,
+                                "could not send the run to Celery's broker: "
+                                f"{type(exc).__name__}: {exc}",
+                            )
+                            results.append((flight, "failed", reason))
+                            if _unreachable(exc, producer):
+                                broken = reason
+                        else:
+                            buffered.append(flight)
+            except Exception as exc:
+                # The batch's one round trip failed: some of its messages may have reached
+                # the broker. Each is recorded failed (and retried as declared) only if its
+                # row is still queued when the next poll writes that; a worker that got the
+                # message first claimed the row, and its run goes on, at most once.
+                cause = exc.__cause__ or exc
+                for flight in buffered:
                     reason = _mask(
                         flight.task,
-                        f"could not send the run to Celery's broker: {type(exc).__name__}: {exc}",
+                        "could not send the run to Celery's broker (delivery uncertain): "
+                        f"{type(cause).__name__}: {cause}",
                     )
                     results.append((flight, "failed", reason))
-                    if _unreachable(exc):
+                    if _unreachable(cause, producer):
                         broken = reason
-                else:
-                    sent = True
-                    results.append((flight, None, None))
+            else:
+                sent = bool(buffered)
+                results += [(flight, None, None) for flight in buffered]
         if broken is not None:
             self._set_state("unreachable", broken)
         elif sent:
@@ -511,6 +532,14 @@ class CeleryExecutor:
             loop.call_soon_threadsafe(func, *args)
 
 
+def _batch(producer: Any) -> contextlib.AbstractContextManager[Any]:
+    """Publish a batch in one broker round trip where the transport can (kombu 5.7+'s
+    ``Producer.batch``: a Redis pipeline), one message at a time where it cannot."""
+    if getattr(producer, "supports_batch_publish", False):
+        return producer.batch(max_size=4 * BATCH)  # a message is one or a few commands
+    return contextlib.nullcontext()
+
+
 def _key(row: RunRow) -> RunKey:
     return (row.job_id, row.scheduled_at, row.attempt)
 
@@ -531,10 +560,12 @@ def _lost(row: RunRow, timeout: float | None, quiet: float, now: float) -> tuple
     )
 
 
-def _unreachable(exc: BaseException) -> bool:
+def _unreachable(exc: BaseException, producer: Any = None) -> bool:
+    """Whether the error says the broker is not there (rather than this one message)."""
     from kombu.exceptions import OperationalError
 
-    return isinstance(exc, OperationalError | OSError | TimeoutError)
+    transport = tuple(getattr(getattr(producer, "connection", None), "connection_errors", ()))
+    return isinstance(exc, (OperationalError, OSError, TimeoutError, *transport))
 
 
 def _mask(task: Task, text: str) -> str:
