@@ -80,9 +80,10 @@ def hello(path, greeting="hello"):
     return greeting
 
 
-@app.task
-def boom(path, password=None):
-    _note(path, event="boom")
+@app.task(bind=True)
+def boom(self, path, password=None):
+    # What Celery shows of the arguments (events, Flower, celery inspect --safe)
+    _note(path, event="boom", shown=[self.request.argsrepr, self.request.kwargsrepr])
     raise RuntimeError(f"cannot log in with {password}")
 
 

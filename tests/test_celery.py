@@ -180,7 +180,8 @@ jobs:
         assert run["error"] == "RuntimeError: cannot log in with ***"
         assert "Traceback" in run["traceback"] and "in boom" in run["traceback"]
         assert "hunter2-secret" not in json.dumps(runs)
-        assert len(notes(out)) == 1
+        [note] = notes(out)
+        assert "***" in note["shown"][1] and "hunter2-secret" not in json.dumps(note["shown"])
 
 
 async def test_a_def_task_past_its_timeout_is_stopped_on_the_worker(

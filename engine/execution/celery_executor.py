@@ -61,6 +61,8 @@ HARD_GRACE = 2.0  # Celery's hard time limit comes this long after the soft one
 PROBE_S = 5.0  # how often the broker is asked whether it is there
 SENDERS = 8  # publishing waits on the broker's answer: threads overlap the waits
 BATCH = 200
+REPR_CHARS = 1024  # Celery's own limit on the arguments it shows
+REPR_CACHE = 20_000  # tasks whose shown arguments are kept
 RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 
 ClaimSink = Callable[[list[Claim], Callable[[list[Claim]], None]], None]
@@ -101,6 +103,7 @@ class CeleryExecutor:
         self._per_job: dict[str, int] = {}
         self._timers: set[asyncio.TimerHandle] = set()
         self._outbox: queue.SimpleQueue[_Flight] = queue.SimpleQueue()
+        self._repr_cache: dict[int, tuple[Task, str, str]] = {}  # read by the sender threads
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: list[threading.Thread] = []
         self._started = threading.Lock()
@@ -415,6 +418,7 @@ class CeleryExecutor:
         sent = False
         with app.producer_or_acquire() as producer:
             buffered: list[_Flight] = []  # published into the batch, not flushed yet
+            declared: set[str | None] = set()  # queues declared through this producer
             try:
                 with _batch(producer):
                     for flight in batch:
@@ -435,7 +439,7 @@ class CeleryExecutor:
                         if self._fence() is None:
                             continue  # this engine stopped leading: the next leader records it
                         try:
-                            self._publish(app, producer, flight)
+                            self._publish(app, producer, flight, declared)
                         except Exception as exc:
                             reason = _mask(
                                 flight.task,
@@ -471,7 +475,7 @@ class CeleryExecutor:
             self._set_state("ok")
         return results
 
-    def _publish(self, app: Any, producer: Any, flight: _Flight) -> None:
+    def _publish(self, app: Any, producer: Any, flight: _Flight, declared: set[str | None]) -> None:
         task, run = flight.task, flight.run
         name = self.app.task_name(task.ref)
         header = RunHeader(
@@ -482,9 +486,12 @@ class CeleryExecutor:
             getattr(task.tz, "key", None) or "UTC",
             task.timeout,
         )
+        argsrepr, kwargsrepr = self._reprs(task)
         options: dict[str, Any] = {}
         if task.queue:
             options["queue"] = task.queue
+        if task.queue in declared:
+            options["declare"] = []  # once per producer is enough (kombu would copy it each time)
         if task.timeout:
             options["soft_time_limit"] = task.timeout
             options["time_limit"] = task.timeout + HARD_GRACE
@@ -498,8 +505,28 @@ class CeleryExecutor:
             producer=producer,
             retry=True,
             retry_policy=RETRY_POLICY,
+            argsrepr=argsrepr,
+            kwargsrepr=kwargsrepr,
             **options,
         )
+        declared.add(task.queue)
+
+    def _reprs(self, task: Task) -> tuple[str, str]:
+        """The arguments as Celery shows them (events, Flower, ``celery inspect``), with
+        the job's secret values masked; worked out once per task, not once per send."""
+        found = self._repr_cache.get(id(task))
+        if found is None or found[0] is not task:  # the entry holds the task: ids stay unique
+            from celery.utils.saferepr import saferepr
+
+            if len(self._repr_cache) > REPR_CACHE:
+                self._repr_cache.clear()
+            found = (
+                task,
+                _mask(task, saferepr(list(task.args), REPR_CHARS)),
+                _mask(task, saferepr(dict(task.kwargs), REPR_CHARS)),
+            )
+            self._repr_cache[id(task)] = found
+        return found[1], found[2]
 
     def _sent(self, results: list[tuple[_Flight, str | None, str | None]]) -> None:
         for flight, status, error in results:
