@@ -235,13 +235,13 @@ class CeleryExecutor:
                     for expect in expects:
                         if celery_rows.settle(self.db, key, expect, status, error, fence):
                             break
-                for key, grace in overdue:
-                    celery_rows.settle(
+                if overdue:
+                    celery_rows.settle_missed(
                         self.db,
-                        key,
-                        "queued",
-                        "missed",
-                        f"no Celery worker started it within misfire_grace ({grace:g}s)",
+                        [
+                            (key, f"no Celery worker started it within misfire_grace ({grace:g}s)")
+                            for key, grace in overdue
+                        ],
                         fence,
                     )
         except Fenced:

@@ -39,6 +39,7 @@ __all__ = [
     "read",
     "settle",
     "settle_by_worker",
+    "settle_missed",
 ]
 
 CELERY = "celery"  # the worker of a Celery run that no worker has started yet
@@ -196,6 +197,22 @@ def settle(
     with db.fenced(fence) as conn:
         result = conn.execute(update(runs).where(condition).values(**values))
     return bool(result.rowcount)
+
+
+def settle_missed(db: StateDB, overdue: Sequence[tuple[RunKey, str]], fence: Fence) -> None:
+    """``queued -> missed`` for each run (with its reason) still queued: one transaction,
+    one lease check, however many runs a leader finds past their grace at once (after a
+    takeover or a backlog at the workers that can be tens of thousands)."""
+    now = time.time()
+    statement = (
+        update(runs)
+        .where(_KEY, runs.c.status == "queued")
+        .values(status="missed", error=bindparam("b_error"), finished_at=now, changed_at=now)
+    )
+    params = [_params(key, b_error=error) for key, error in overdue]
+    with db.fenced(fence) as conn:
+        for start in range(0, len(params), _CHUNK * 10):
+            conn.execute(statement, params[start : start + _CHUNK * 10])
 
 
 def read(db: StateDB, keys: Sequence[RunKey]) -> list[tuple[RunRow, float | None]]:
