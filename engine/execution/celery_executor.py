@@ -65,6 +65,7 @@ REPR_CHARS = 1024  # Celery's own limit on the arguments it shows
 REPR_CACHE = 20_000  # tasks whose shown arguments are kept
 RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 
+_Result = tuple["_Flight", str | None, str | None]  # a run; "missed" or "failed", and why
 ClaimSink = Callable[[list[Claim], Callable[[list[Claim]], None]], None]
 
 
@@ -408,72 +409,69 @@ class CeleryExecutor:
                 results = [(f, "failed", f"could not send to Celery: {exc!r}") for f in batch]
             self._call(self._sent, results)
 
-    def _send(self, batch: list[_Flight]) -> list[tuple[_Flight, str | None, str | None]]:
-        results: list[tuple[_Flight, str | None, str | None]] = []
+    def _send(self, batch: list[_Flight]) -> list[_Result]:
         try:
             app = self.app.app()
         except Exception as exc:
             return [(f, "failed", str(exc)) for f in batch]
-        broken: str | None = None
-        sent = False
+        results: list[_Result] = []
+        buffered: list[_Flight] = []  # published into the batch, not flushed yet
+        broken: str | None = None  # why the broker is unreachable, if it said so
         with app.producer_or_acquire() as producer:
-            buffered: list[_Flight] = []  # published into the batch, not flushed yet
-            declared: set[str | None] = set()  # queues declared through this producer
             try:
                 with _batch(producer):
-                    for flight in batch:
-                        late = time.time() - flight.deadline
-                        if late > 0:
-                            results.append(
-                                (
-                                    flight,
-                                    "missed",
-                                    f"not sent: the broker did not take it within misfire_grace "
-                                    f"({flight.grace:g}s; {late:.3f}s late)",
-                                )
-                            )
-                            continue
-                        if broken is not None:
-                            results.append((flight, "failed", broken))
-                            continue
-                        if self._fence() is None:
-                            continue  # this engine stopped leading: the next leader records it
-                        try:
-                            self._publish(app, producer, flight, declared)
-                        except Exception as exc:
-                            reason = _mask(
-                                flight.task,
-                                "could not send the run to Celery's broker: "
-                                f"{type(exc).__name__}: {exc}",
-                            )
-                            results.append((flight, "failed", reason))
-                            if _unreachable(exc, producer):
-                                broken = reason
-                        else:
-                            buffered.append(flight)
+                    broken = self._publish_all(app, producer, batch, results, buffered)
             except Exception as exc:
                 # The batch's one round trip failed: some of its messages may have reached
                 # the broker. Each is recorded failed (and retried as declared) only if its
                 # row is still queued when the next poll writes that; a worker that got the
                 # message first claimed the row, and its run goes on, at most once.
                 cause = exc.__cause__ or exc
-                for flight in buffered:
-                    reason = _mask(
-                        flight.task,
-                        "could not send the run to Celery's broker (delivery uncertain): "
-                        f"{type(cause).__name__}: {cause}",
-                    )
-                    results.append((flight, "failed", reason))
-                    if _unreachable(cause, producer):
-                        broken = reason
-            else:
-                sent = bool(buffered)
-                results += [(flight, None, None) for flight in buffered]
+                results += [(f, "failed", _refusal(f, cause, uncertain=True)) for f in buffered]
+                if buffered and _unreachable(cause, producer):
+                    broken = results[-1][2]
+                buffered = []
+        results += [(flight, None, None) for flight in buffered]
         if broken is not None:
             self._set_state("unreachable", broken)
-        elif sent:
+        elif buffered:
             self._set_state("ok")
         return results
+
+    def _publish_all(
+        self,
+        app: Any,
+        producer: Any,
+        batch: list[_Flight],
+        results: list[_Result],
+        buffered: list[_Flight],
+    ) -> str | None:
+        """Publish what is still due (into ``buffered``), record what is not (into
+        ``results``); the reason the broker is unreachable, if it said so."""
+        broken: str | None = None
+        declared: set[str | None] = set()  # queues declared through this producer
+        for flight in batch:
+            late = time.time() - flight.deadline
+            if late > 0:
+                reason = (
+                    f"not sent: the broker did not take it within misfire_grace "
+                    f"({flight.grace:g}s; {late:.3f}s late)"
+                )
+                results.append((flight, "missed", reason))
+            elif broken is not None:
+                results.append((flight, "failed", broken))
+            elif self._fence() is None:
+                continue  # this engine stopped leading: the next leader records it
+            else:
+                try:
+                    self._publish(app, producer, flight, declared)
+                except Exception as exc:
+                    results.append((flight, "failed", _refusal(flight, exc)))
+                    if _unreachable(exc, producer):
+                        broken = results[-1][2]
+                else:
+                    buffered.append(flight)
+        return broken
 
     def _publish(self, app: Any, producer: Any, flight: _Flight, declared: set[str | None]) -> None:
         task, run = flight.task, flight.run
@@ -528,7 +526,7 @@ class CeleryExecutor:
             self._repr_cache[id(task)] = found
         return found[1], found[2]
 
-    def _sent(self, results: list[tuple[_Flight, str | None, str | None]]) -> None:
+    def _sent(self, results: list[_Result]) -> None:
         for flight, status, error in results:
             if status is None or flight.key not in self._flights:
                 continue
@@ -593,6 +591,14 @@ def _unreachable(exc: BaseException, producer: Any = None) -> bool:
 
     transport = tuple(getattr(getattr(producer, "connection", None), "connection_errors", ()))
     return isinstance(exc, (OperationalError, OSError, TimeoutError, *transport))
+
+
+def _refusal(flight: _Flight, exc: BaseException, uncertain: bool = False) -> str:
+    how = " (delivery uncertain)" if uncertain else ""
+    return _mask(
+        flight.task,
+        f"could not send the run to Celery's broker{how}: {type(exc).__name__}: {exc}",
+    )
 
 
 def _mask(task: Task, text: str) -> str:
