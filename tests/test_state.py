@@ -17,8 +17,9 @@ from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError
 
 from engine.state import schema
-from engine.state.db import JobRow, RunRow, StateDB
+from engine.state.db import Fence, Fenced, JobRow, RunRow, StateDB
 from engine.state.history import Run
+from engine.state.lease import Lease
 from engine.state.persist import Persister
 
 T0 = datetime(2030, 1, 1, 2, 0, tzinfo=UTC)
@@ -382,6 +383,27 @@ def test_concurrent_claims_of_one_run_have_one_winner(db: StateDB) -> None:
     for thread in threads:
         thread.join()
     assert sorted(wins) == [False] * 7 + [True]
+
+
+def test_a_claim_under_a_lease_that_moved_on_or_expired_writes_nothing(db: StateDB) -> None:
+    lease = Lease(db)
+    assert lease.try_acquire()
+    try:
+        fence = lease.fence
+        assert fence is not None
+        for stale in (Fence(fence.epoch - 1, fence.holder), Fence(fence.epoch, "another:1:x")):
+            with pytest.raises(Fenced, match="moved on"):
+                db.claim_runs([{"job_id": "nightly", "scheduled_at": 100.0}], stale)
+        assert db.claim_runs([{"job_id": "nightly", "scheduled_at": 101.0}], fence) == {
+            ("nightly", 101.0)
+        }
+        with db.engine.begin() as conn:  # the lease's time runs out (a frozen leader)
+            conn.execute(schema.lease.update().values(expires_at=0.0))
+        with pytest.raises(Fenced, match="expired"):
+            db.claim_runs([{"job_id": "nightly", "scheduled_at": 102.0}], fence)
+        assert run_keys(db, "nightly") == [(101.0, 1)]
+    finally:
+        lease.release()
 
 
 def test_claimed_run_is_completed_by_its_later_write(db: StateDB) -> None:
