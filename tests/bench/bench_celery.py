@@ -321,10 +321,15 @@ def steady_schedctl(bench: Bench, database: str) -> dict[str, Any]:
     cpu = _cpu(serve.pid) - cpu0
     bench.stop(serve)
     bench.drain()
-    expected = {(f"job-{i}", t0 + s) for i in range(JOBS) for s in range(SECONDS)}
+    expected = _every_second(t0)
     bench.sent.clear()
     row = _measure("schedctl", bench.starts("schedctl"), expected, (t0, t0 + SECONDS), cpu)
     return row | _split(bench, t0, t0 + SECONDS)
+
+
+def _every_second(t0: float) -> set[tuple[str, float]]:
+    """The runs of the steady load from ``t0``: every job at every whole second."""
+    return {(f"job-{i}", t0 + s) for i in range(JOBS) for s in range(SECONDS)}
 
 
 def _split(bench: Bench, start: float, end: float) -> dict[str, Any]:
@@ -356,7 +361,7 @@ def steady_beat(bench: Bench) -> dict[str, Any]:
     cpu = _cpu(beat.pid) - cpu0
     bench.stop(beat)
     bench.drain()
-    expected = {(f"job-{i}", t0 + s) for i in range(JOBS) for s in range(SECONDS)}
+    expected = _every_second(t0)
     bench.sent.clear()
     row = _measure("beat", bench.starts("beat"), expected, (t0, t0 + SECONDS), cpu)
     row |= _split(bench, t0, t0 + SECONDS)
@@ -434,7 +439,7 @@ def failover(bench: Bench, database: str) -> dict[str, Any]:
     for proc in replicas:
         bench.stop(proc)
     bench.drain()
-    expected = {(f"job-{i}", t0 + s) for i in range(JOBS) for s in range(SECONDS)}
+    expected = _every_second(t0)
     row = _measure("failover", bench.starts("schedctl"), expected, (t0, t0 + SECONDS), 0.0)
     row["kills"] = kills
     why = _explained(database, t0, t0 + SECONDS, expected, bench)
