@@ -28,8 +28,10 @@ import, spelled for those who prefer a call.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -46,7 +48,7 @@ from engine.execution.celery_message import HEADER, RunHeader, parse_task_id
 from engine.redact import mask_text, secret_values
 from engine.settings import DEFAULT_DATABASE
 from engine.state import celery_rows
-from engine.state.celery_rows import RunKey
+from engine.state.celery_rows import Outcome, RunKey
 from engine.state.db import StateDB
 
 __all__ = ["install"]
@@ -54,37 +56,107 @@ __all__ = ["install"]
 log = logging.getLogger("schedctl.celery")
 HEARTBEAT_S = 2.0
 TRACEBACK_CHARS = 16_000
+BATCH = 500  # outcomes in one transaction, at most
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)  # a database that failed an outcome's write
+FLUSH_S = 15.0  # how long a stopping process waits for its outcomes to be written
 
 
-# -- per process: the database, the heartbeat ------------------------------------------------
+# -- per process: the database, the recorder ------------------------------------------------
 
 
 class _Process:
-    """What one worker process (a prefork child, or the main process) holds."""
+    """What one worker process (a prefork child, or the main process) holds.
+
+    The start claim is on the task's path (the body must not run before it); everything
+    after is not: the pool process hands the outcome to its recorder thread and takes its
+    next task. The recorder writes what has piled up in one transaction, and beats for the
+    runs still running (or whose outcome is not written yet)."""
 
     def __init__(self) -> None:
         self.pid = os.getpid()
-        # Two single-statement writes per task: each one round trip, no transaction around.
         url = os.environ.get("ENGINE_DATABASE_URL") or DEFAULT_DATABASE
         self.db = StateDB(url, autocommit=True)
+        self.claims = celery_rows.Writer(self.db)  # the task's path: one statement per claim
+        self.records = celery_rows.Writer(self.db)  # the recorder thread's
         self.lock = threading.Lock()
         self.running: dict[RunKey, str] = {}  # run -> worker name
-        self._beat = threading.Thread(target=self._heartbeat, name="schedctl-beat", daemon=True)
-        self._beat.start()
+        self.outcomes: queue.SimpleQueue[Outcome | threading.Event] = queue.SimpleQueue()
+        self._recorder = threading.Thread(
+            target=self._record_loop, name="schedctl-recorder", daemon=True
+        )
+        self._recorder.start()
         capture.install()
 
-    def _heartbeat(self) -> None:
+    def record(self, outcome: Outcome) -> None:
+        """Write this outcome soon, off the task's path (``flush`` waits for it)."""
+        self.outcomes.put(outcome)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every outcome handed over so far is written (or given up on)."""
+        done = threading.Event()
+        self.outcomes.put(done)
+        return done.wait(timeout)
+
+    def _record_loop(self) -> None:
+        beat_at = time.monotonic() + HEARTBEAT_S
         while True:
-            time.sleep(HEARTBEAT_S)
-            with self.lock:
-                by_worker: dict[str, list[RunKey]] = {}
-                for key, worker in self.running.items():
-                    by_worker.setdefault(worker, []).append(key)
-            for worker, keys in by_worker.items():
+            try:
+                first = self.outcomes.get(timeout=max(0.0, beat_at - time.monotonic()))
+            except queue.Empty:
+                first = None
+            if first is not None:
+                batch = [first]
+                while len(batch) < BATCH:
+                    try:
+                        batch.append(self.outcomes.get_nowait())
+                    except queue.Empty:
+                        break
                 try:
-                    celery_rows.heartbeat(self.db, keys, worker)
-                except Exception as exc:
-                    log.warning("Could not record the heartbeat of %d run(s): %s", len(keys), exc)
+                    self._write([o for o in batch if isinstance(o, Outcome)])
+                except Exception:  # the recorder outlives anything a write can raise
+                    log.exception("Could not record the outcome of %d run(s)", len(batch))
+                for marker in batch:
+                    if isinstance(marker, threading.Event):
+                        marker.set()
+            if time.monotonic() >= beat_at:
+                self._heartbeat()
+                beat_at = time.monotonic() + HEARTBEAT_S
+
+    def _write(self, outcomes: list[Outcome]) -> None:
+        if not outcomes:
+            return
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                written = self.records.finish_many(outcomes)
+                break
+            except Exception as exc:
+                if delay is None:
+                    log.error("Could not record the outcome of %d run(s): %s", len(outcomes), exc)
+                    written = [True] * len(outcomes)  # nothing more to say of them
+                    break
+                time.sleep(delay)
+        for outcome, ok in zip(outcomes, written, strict=True):
+            if not ok:
+                log.warning(
+                    "The outcome of %s (%s) was not recorded: the engine recorded the run "
+                    "already (it stopped hearing from this worker).",
+                    _run_id(outcome.key),
+                    outcome.status,
+                )
+        with self.lock:
+            for outcome in outcomes:
+                self.running.pop(outcome.key, None)
+
+    def _heartbeat(self) -> None:
+        with self.lock:
+            by_worker: dict[str, list[RunKey]] = {}
+            for key, worker in self.running.items():
+                by_worker.setdefault(worker, []).append(key)
+        for worker, keys in by_worker.items():
+            try:
+                celery_rows.heartbeat(self.db, keys, worker)
+            except Exception as exc:
+                log.warning("Could not record the heartbeat of %d run(s): %s", len(keys), exc)
 
 
 _process: _Process | None = None
@@ -152,7 +224,7 @@ def _before_start(self: Any, task_id: str, args: Any, kwargs: Any) -> None:
         raise Ignore()
     process = _here()
     try:
-        won = celery_rows.claim_start(process.db, header.key, worker, now)
+        won = process.claims.claim_start(header.key, worker, now)
     except Exception as exc:
         # The start cannot be proven unique: do not run; the broker may deliver it again.
         log.error("Cannot claim the start of %s (%s); handing the message back.", task_id, exc)
@@ -167,7 +239,7 @@ def _before_start(self: Any, task_id: str, args: Any, kwargs: Any) -> None:
     scheduled = datetime.fromtimestamp(header.scheduled_at, UTC).astimezone(
         ZoneInfo(header.timezone)
     )
-    run_id = f"{header.job_id}@{header.scheduled_at:.6f}#{header.attempt}"
+    run_id = _run_id(header.key)
     secrets = secret_values(args, kwargs)
     active = _Active(header, worker, secrets, run_id, None)
     capture.open(run_id, active.mask, scheduled.tzinfo)
@@ -244,10 +316,7 @@ def _on_postrun(
     try:
         status, error = _outcome(active, state, retval)
         logs = active.close_logs()
-        process = _here()
-        with process.lock:
-            process.running.pop(active.header.key, None)
-        _record(process, active, status, error, logs)
+        _record(_here(), active, status, error, logs)
     finally:
         context.leave(active.token)
 
@@ -276,23 +345,26 @@ def _record(
     process: _Process, active: _Active, status: str, error: str | None, logs: list[Any]
 ) -> None:
     trace = active.traceback if status != "success" else None
-    for attempt in range(3):
-        try:
-            if not celery_rows.finish(
-                process.db, active.header.key, active.worker, status, error, trace, logs
-            ):
-                log.warning(
-                    "The outcome of %s (%s) was not recorded: the engine recorded the run "
-                    "already (it stopped hearing from this worker).",
-                    active.run_id,
-                    status,
-                )
-            return
-        except Exception as exc:
-            if attempt == 2:
-                log.error("Could not record the outcome of %s (%s): %s", active.run_id, status, exc)
-                return
-            time.sleep(0.5 * (attempt + 1))
+    process.record(Outcome(active.header.key, active.worker, status, error, trace, logs))
+
+
+def _run_id(key: RunKey) -> str:
+    job_id, scheduled_at, attempt = key
+    return f"{job_id}@{scheduled_at:.6f}#{attempt}"
+
+
+def _warm(**_: Any) -> None:
+    try:
+        _here()
+    except Exception as exc:  # said again, with the task's id, by the first claim
+        log.warning("Cannot open the engine's state database yet: %s", exc)
+
+
+def _flush(**_: Any) -> None:
+    """A stopping process writes the outcomes it still holds first."""
+    process = _process
+    if process is not None and process.pid == os.getpid() and not process.flush(FLUSH_S):
+        log.error("Stopping with run outcomes not recorded after %.0fs.", FLUSH_S)
 
 
 _installed = False
@@ -308,6 +380,11 @@ def install(app: Any = None) -> None:
     signals.task_success.connect(_on_success, weak=False)
     signals.task_failure.connect(_on_failure, weak=False)
     signals.task_postrun.connect(_on_postrun, weak=False)
+    # A pool process opens its database when it starts, not on its first task.
+    signals.worker_process_init.connect(_warm, weak=False)
+    signals.worker_process_shutdown.connect(_flush, weak=False)  # a prefork pool process
+    signals.worker_shutdown.connect(_flush, weak=False)  # solo and threads pools
+    atexit.register(_flush)
 
 
 install()

@@ -289,6 +289,58 @@ def test_a_message_delivered_again_starts_its_run_once(cel: CeleryEnv, tmp_path:
     db.close()
 
 
+def test_a_worker_stopped_while_the_database_is_slow_records_the_outcome_it_holds(
+    cel: CeleryEnv, tmp_path: Path
+) -> None:
+    """A pool process hands a run's outcome to its recorder and takes its next task; a
+    worker stopped (SIGTERM to its main process, as Kubernetes does) while the database
+    is locked still writes it before its pool process exits."""
+    import sqlite3
+
+    from ctasks.celery_app import app  # type: ignore[import-not-found]
+
+    from engine.execution.celery_message import HEADER, RunHeader, task_id_for
+
+    out = tmp_path / "slow.jsonl"
+    worker = Worker(cel.root, "slowdb", cel.worker_env, queues="slowdb", concurrency=1)
+    worker.wait_ready()
+    when = datetime.now(UTC).replace(microsecond=0)
+    db = StateDB(cel.db_url)
+    claim = {"job_id": "c-slowdb", "scheduled_at": when.timestamp(), "worker": "celery"}
+    assert db.claim_runs([claim], None)
+    app.send_task(
+        "ctasks.jobs.sleeper",
+        kwargs={"path": str(out), "seconds": 0.3},
+        task_id=task_id_for("c-slowdb", when, 1),
+        headers={HEADER: RunHeader("c-slowdb", when.timestamp(), 1, time.time() + 60).as_header()},
+        queue="slowdb",
+    )
+    locker = sqlite3.connect(str(cel.db_url.removeprefix("sqlite:///")), isolation_level=None)
+    try:
+        deadline = time.monotonic() + 30
+        while [n["event"] for n in notes(out)] != ["start"]:  # claimed: the row is running
+            assert time.monotonic() < deadline, worker.log()
+            time.sleep(0.02)
+        locker.execute("BEGIN IMMEDIATE")  # the database stops taking writes
+        while [n["event"] for n in notes(out)] != ["start", "end"]:
+            assert time.monotonic() < deadline, worker.log()
+            time.sleep(0.02)
+        os.kill(worker.proc.pid, signal.SIGTERM)  # warm shutdown while the write waits
+        # The database stays locked for 5 s, longer than a worker takes to stop (about
+        # 2 s): a worker that did not wait for its outcome would be gone before the end.
+        held = time.monotonic() + 5.0
+        while worker.proc.poll() is None and time.monotonic() < held:
+            time.sleep(0.05)
+        assert [r.status for r in db.load_runs_at("c-slowdb", when.timestamp())] == ["running"]
+    finally:
+        if locker.in_transaction:
+            locker.execute("ROLLBACK")
+        locker.close()
+    assert worker.proc.wait(timeout=30) == 0, worker.log()
+    assert [r.status for r in db.load_runs_at("c-slowdb", when.timestamp())] == ["success"]
+    db.close()
+
+
 async def test_a_run_claimed_but_never_sent_is_not_sent_by_the_next_leader(
     cel: CeleryEnv, tmp_path: Path
 ) -> None:

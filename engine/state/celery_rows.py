@@ -19,9 +19,11 @@ same row, exactly one wins, on SQLite and PostgreSQL alike.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import bindparam, literal, select, tuple_, update
@@ -31,9 +33,9 @@ from engine.state.schema import runs
 
 __all__ = [
     "CELERY",
+    "Outcome",
     "RunKey",
-    "claim_start",
-    "finish",
+    "Writer",
     "heartbeat",
     "in_flight",
     "read",
@@ -95,38 +97,88 @@ def _params(key: RunKey, **values: Any) -> dict[str, Any]:
     return {"b_job": job_id, "b_at": scheduled_at, "b_attempt": attempt, **values}
 
 
-def claim_start(db: StateDB, key: RunKey, worker: str, now: float | None = None) -> bool:
-    """``queued -> running`` on ``worker``; False when the run is not queued any more."""
-    now = time.time() if now is None else now
-    with db.fenced(None) as conn:
-        result = conn.execute(_START, _params(key, b_worker=worker[:255], b_now=now))
-    return bool(result.rowcount)
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended, as its worker writes it: ``running -> status``."""
+
+    key: RunKey
+    worker: str
+    status: str
+    error: str | None = None
+    traceback: str | None = None
+    logs: list[dict[str, Any]] | None = None
+    at: float = field(default_factory=time.time)
 
 
-def finish(
-    db: StateDB,
-    key: RunKey,
-    worker: str,
-    status: str,
-    error: str | None = None,
-    traceback: str | None = None,
-    logs: list[dict[str, Any]] | None = None,
-    now: float | None = None,
-) -> bool:
-    """``running -> status``, only while the run is still this worker's."""
-    now = time.time() if now is None else now
-    params = _params(
-        key,
-        b_worker=worker[:255],
-        b_status=status,
-        b_now=now,
-        b_error=error,
-        b_traceback=traceback,
-        b_logs=json.dumps(logs, default=repr) if logs else None,
-    )
-    with db.fenced(None) as conn:
-        result = conn.execute(_FINISH, params)
-    return bool(result.rowcount)
+class Writer:
+    """A worker's writes on one connection it keeps (one writer per thread that writes).
+
+    They run once or twice per task, as many times a second as the pool starts tasks:
+    SQLAlchemy's checkout, execution and checkin cost more than the database's own work
+    for them, so they go to the driver as SQL text compiled once, on a connection taken
+    from the database's pool once. A connection that fails is dropped; the next write
+    opens another. Needs a ``StateDB(autocommit=True)``: each statement commits alone
+    unless the writer opens a transaction."""
+
+    def __init__(self, db: StateDB) -> None:
+        self.db = db
+        self._conn: Any = None
+
+    def claim_start(self, key: RunKey, worker: str, now: float | None = None) -> bool:
+        """``queued -> running`` on ``worker``; False when the run is not queued any more."""
+        now = time.time() if now is None else now
+        params = _params(key, b_worker=worker[:255], b_now=now)
+        return self._execute([(_START, params)], transaction=False)[0] > 0
+
+    def finish_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        """Each run's outcome, only while the run is still its worker's, in one
+        transaction: True for each one written, False where the engine recorded it first."""
+        statements = [
+            (
+                _FINISH,
+                _params(
+                    o.key,
+                    b_worker=o.worker[:255],
+                    b_status=o.status,
+                    b_now=o.at,
+                    b_error=o.error,
+                    b_traceback=o.traceback,
+                    b_logs=json.dumps(o.logs, default=repr) if o.logs else None,
+                ),
+            )
+            for o in outcomes
+        ]
+        return [count > 0 for count in self._execute(statements, transaction=True)]
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.invalidate()  # not back to the pool: its state is unknown
+
+    def _execute(
+        self, statements: list[tuple[Any, dict[str, Any]]], transaction: bool
+    ) -> list[int]:
+        try:
+            if self._conn is None:
+                self._conn = self.db.engine.raw_connection()
+            cursor = self._conn.cursor()
+            try:
+                if transaction:
+                    cursor.execute("BEGIN")
+                counts = []
+                for statement, params in statements:
+                    prepared = self.db.prepared(statement)
+                    cursor.execute(prepared.sql, prepared.args(params))
+                    counts.append(cursor.rowcount)
+                if transaction:
+                    cursor.execute("COMMIT")
+                return counts
+            finally:
+                cursor.close()
+        except Exception:
+            self.close()  # a transaction left open is rolled back with its connection
+            raise
 
 
 def heartbeat(db: StateDB, keys: Iterable[RunKey], worker: str) -> None:

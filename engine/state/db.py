@@ -54,6 +54,22 @@ class Fenced(StateError):
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """A statement as the driver's SQL (``StateDB.prepared``): run it with ``args``."""
+
+    statement: Any
+    sql: str
+    order: tuple[str, ...]
+    constants: dict[str, Any]
+
+    def args(self, params: dict[str, Any]) -> tuple[Any, ...]:
+        """The parameters in the driver's order; the statement's own literals filled in."""
+        return tuple(
+            params[name] if name in params else self.constants[name] for name in self.order
+        )
+
+
+@dataclass(frozen=True)
 class JobRow:
     id: str
     source: str
@@ -144,6 +160,7 @@ class StateDB:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._lock = threading.Lock()
         self._unpruned: dict[str, int] = {}  # runs written per job since its last trim
+        self._prepared: dict[int, Prepared] = {}
         # The statements written once per run or per fire go to the driver as SQL text
         # with plain parameter rows: SQLAlchemy's per-row parameter processing cost more
         # than SQLite's own work for them.
@@ -165,6 +182,21 @@ class StateDB:
             ("b_t", "b_c", "b_id"),
         )
         self._claim_sql: dict[int, str] = {}
+
+    def prepared(self, statement: Any) -> Prepared:
+        """A module-level statement as the driver's SQL, compiled once per database."""
+        found = self._prepared.get(id(statement))
+        if found is None or found.statement is not statement:
+            sql, order = self._driver(statement, ())
+            compiled = statement.compile(dialect=self.engine.dialect)
+            constants = {
+                name: value
+                for name, value in compiled.params.items()
+                if not compiled.binds[name].required  # a literal of the statement's own
+            }
+            found = Prepared(statement, sql, order, constants)
+            self._prepared[id(statement)] = found
+        return found
 
     def _driver(self, statement: Any, names: Sequence[str]) -> tuple[str, tuple[str, ...]]:
         """The statement as the driver's SQL, and the order of its parameters."""

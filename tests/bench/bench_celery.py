@@ -6,6 +6,10 @@
   crontab has no seconds: a schedule due at every whole second) for ``SECONDS``;
 - **burst**: ``BURST`` jobs due in the same second (schedctl: ``at:``; beat: a crontab of
   that minute);
+- **pool** (``BENCH_CELERY_SCENARIOS=pool``): the worker side alone. ``BURST`` plain
+  messages, then ``BURST`` messages of schedctl runs (queued rows, the engine's header),
+  published at once to the idle pool: how many each starts per second. The difference
+  is what ``engine.celery`` (the start claim, the outcome, the log capture) costs a pool;
 - **failover** (``BENCH_CELERY_SCENARIOS=steady,burst,failover``): 3 ``schedctl serve``
   replicas on PostgreSQL, the leader killed (SIGKILL) ``KILLS`` times during the steady
   load, ``coalesce: false``.
@@ -152,6 +156,13 @@ def _cpu(pid: int) -> float:
     """CPU seconds (user + system) of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy() -> float:
+    """CPU seconds this machine has spent busy (all processes, all cores) so far."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -448,6 +459,65 @@ def failover(bench: Bench, database: str) -> dict[str, Any]:
     return row
 
 
+def pool(bench: Bench, database: str) -> dict[str, Any]:
+    """Runs started per second by the same idle pool: plain tasks, then schedctl runs."""
+    from celery import Celery
+    from sqlalchemy import insert
+
+    from engine.execution.celery_message import HEADER, RunHeader, task_id_for
+    from engine.state.db import StateDB
+    from engine.state.schema import runs
+
+    app = Celery("bench-pool", broker=bench.env["BENCH_BROKER"])
+    app.conf.broker_transport_options = {"global_keyprefix": bench.prefix}
+    base = float(int(time.time()))
+    plain = [(f"job-{i}", base) for i in range(BURST)]
+    ours = [(f"job-{i}", base + 1) for i in range(BURST)]
+    db = StateDB(database)
+    db.migrate()
+    db.close()
+    db = StateDB(database)
+    with db.engine.begin() as conn:
+        conn.execute(
+            insert(runs),
+            [
+                {"job_id": job, "scheduled_at": at, "attempt": 0, "status": "queued"}
+                | {"worker": "celery", "changed_at": at}
+                for job, at in ours
+            ],
+        )
+    db.close()
+    rates = {}
+    for source, batch in (("plain", plain), ("schedctl", ours)):
+        busy0 = _machine_busy()
+        with app.producer_or_acquire() as producer:
+            for job, at in batch:
+                if source == "plain":
+                    headers = {"bench_due": at, "bench_sent": time.time()}
+                    app.send_task("btasks.tick", (job, "plain"), headers=headers, producer=producer)
+                    continue
+                header = RunHeader(job, at, 0, time.time() + 600)
+                task_id = task_id_for(job, datetime.fromtimestamp(at, UTC), 0)
+                app.send_task(
+                    "btasks.tick",
+                    (job,),
+                    task_id=task_id,
+                    headers={HEADER: header.as_header()},
+                    producer=producer,
+                )
+        bench.drain(quiet=3.0, limit=300)
+        begun = sorted(start for _, _, start in bench.starts(source))
+        span = max(begun[-1] - begun[0], 1e-3) if len(begun) > 1 else 1e-3
+        busy = _machine_busy() - busy0
+        rates[source] = {
+            "runs": len(begun),
+            "per_s": round(len(begun) / span, 1),
+            "cpu_ms": round(busy * 1000 / max(len(begun), 1), 2),
+        }
+        bench.redis.delete(bench.prefix + "starts")
+    return rates
+
+
 @contextlib.contextmanager
 def _fresh_postgres() -> Any:
     import psycopg
@@ -511,6 +581,22 @@ def run() -> list[dict[str, Any]]:
                 results["burst"] = (ours, burst_beat(bench))
                 bench.redis.delete(bench.prefix + "starts")
             bench.stop(workers)
+        if "pool" in SCENARIOS:
+            workers = bench.workers(database)
+            rates = pool(bench, database)
+            bench.stop(workers)
+            rows.append(
+                {
+                    "benchmark": f"celery pool: {BURST} queued at once, started/s "
+                    "(machine CPU ms per run)",
+                    "schedctl": f"{rates['schedctl']['per_s']} ({rates['schedctl']['cpu_ms']})",
+                    "raw": f"{rates['plain']['per_s']} ({rates['plain']['cpu_ms']})",
+                    "note": f"{WORKERS} prefork processes, state in {DATABASE}; raw = the "
+                    "same task as a plain Celery message; schedctl = a run the engine sent "
+                    f"(start claim, outcome, logs); started {rates['schedctl']['runs']} / "
+                    f"{rates['plain']['runs']}",
+                }
+            )
         for scenario, (ours, beat) in results.items():
             rows += _rows(scenario, ours, beat)
         if "failover" in SCENARIOS:
