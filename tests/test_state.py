@@ -406,6 +406,39 @@ def test_a_claim_under_a_lease_that_moved_on_or_expired_writes_nothing(db: State
         lease.release()
 
 
+@pytest.mark.parametrize("idle_ping", [True, False], ids=["idle-pinged", "busy"])
+def test_claims_carry_on_after_the_database_drops_their_connection(
+    postgres_url: str, idle_ping: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Claims keep one connection. The server ends it (a restart, a failover, an idle
+    timeout): a connection idle for a while is pinged and replaced before the claim; a busy
+    one fails that claim as a database error (the writer keeps it and tries again), and
+    the next claim opens a new connection. No run is claimed twice."""
+    import psycopg
+
+    from engine.state.db import KeptConnection
+
+    monkeypatch.setattr(KeptConnection, "IDLE_PING_S", 0.0 if idle_ping else 3600.0)
+    db = StateDB(postgres_url)  # PostgreSQL: a SQLite file has no server to drop it
+    db.migrate()
+    assert db.claim_runs([{"job_id": "nightly", "scheduled_at": 1.0}], None)
+    name = db.url.database
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{name}", autocommit=True) as conn:
+        ended = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        ).fetchall()
+    assert ended  # the claims' connection was one of this test's database's
+    if not idle_ping:
+        with pytest.raises(DBAPIError):
+            db.claim_runs([{"job_id": "nightly", "scheduled_at": 2.0}], None)
+    assert db.claim_runs([{"job_id": "nightly", "scheduled_at": 2.0}], None) == {("nightly", 2.0)}
+    assert db.claim_runs([{"job_id": "nightly", "scheduled_at": 1.0}], None) == set()
+    assert run_keys(db, "nightly") == [(1.0, 1), (2.0, 1)]
+    db.close()
+
+
 def test_claimed_run_is_completed_by_its_later_write(db: StateDB) -> None:
     assert db.claim_run("nightly", 1000.0)
     db.write_runs([run_row(scheduled_at=1000.0, status="success")], keep=10)

@@ -19,7 +19,6 @@ same row, exactly one wins, on SQLite and PostgreSQL alike.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from collections.abc import Iterable, Sequence
@@ -28,7 +27,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, literal, select, tuple_, update
 
-from engine.state.db import Fence, RunRow, StateDB, _run_row
+from engine.state.db import Fence, KeptConnection, RunRow, StateDB, _run_row
 from engine.state.schema import runs
 
 __all__ = [
@@ -111,32 +110,33 @@ class Outcome:
 
 
 class Writer:
-    """A worker's writes on one connection it keeps (one writer per thread that writes).
+    """A worker's writes on a connection it keeps (one writer per thread that writes).
 
     They run once or twice per task, as many times a second as the pool starts tasks:
     SQLAlchemy's checkout, execution and checkin cost more than the database's own work
-    for them, so they go to the driver as SQL text compiled once, on a connection taken
-    from the database's pool once. A connection that fails is dropped; the next write
-    opens another. Needs a ``StateDB(autocommit=True)``: each statement commits alone
-    unless the writer opens a transaction."""
+    for them, so they go to the driver as SQL text compiled once, on a ``KeptConnection``.
+    Needs a ``StateDB(autocommit=True)``: the start claim is one statement committed
+    alone, one round trip."""
 
     def __init__(self, db: StateDB) -> None:
         self.db = db
-        self._conn: Any = None
+        self._kept = KeptConnection(db)
 
     def claim_start(self, key: RunKey, worker: str, now: float | None = None) -> bool:
         """``queued -> running`` on ``worker``; False when the run is not queued any more."""
         now = time.time() if now is None else now
-        params = _params(key, b_worker=worker[:255], b_now=now)
-        return self._execute([(_START, params)], transaction=False)[0] > 0
+        prepared = self.db.prepared(_START)
+        args = prepared.args(_params(key, b_worker=worker[:255], b_now=now))
+        return self._kept.execute(prepared.sql, args) > 0
 
     def finish_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
         """Each run's outcome, only while the run is still its worker's, in one
         transaction: True for each one written, False where the engine recorded it first."""
-        statements = [
-            (
-                _FINISH,
-                _params(
+        prepared = self.db.prepared(_FINISH)
+        written = []
+        with self._kept.transaction() as cursor:
+            for o in outcomes:
+                params = _params(
                     o.key,
                     b_worker=o.worker[:255],
                     b_status=o.status,
@@ -144,41 +144,13 @@ class Writer:
                     b_error=o.error,
                     b_traceback=o.traceback,
                     b_logs=json.dumps(o.logs, default=repr) if o.logs else None,
-                ),
-            )
-            for o in outcomes
-        ]
-        return [count > 0 for count in self._execute(statements, transaction=True)]
+                )
+                cursor.execute(prepared.sql, prepared.args(params))
+                written.append(cursor.rowcount > 0)
+        return written
 
     def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.invalidate()  # not back to the pool: its state is unknown
-
-    def _execute(
-        self, statements: list[tuple[Any, dict[str, Any]]], transaction: bool
-    ) -> list[int]:
-        try:
-            if self._conn is None:
-                self._conn = self.db.engine.raw_connection()
-            cursor = self._conn.cursor()
-            try:
-                if transaction:
-                    cursor.execute("BEGIN")
-                counts = []
-                for statement, params in statements:
-                    prepared = self.db.prepared(statement)
-                    cursor.execute(prepared.sql, prepared.args(params))
-                    counts.append(cursor.rowcount)
-                if transaction:
-                    cursor.execute("COMMIT")
-                return counts
-            finally:
-                cursor.close()
-        except Exception:
-            self.close()  # a transaction left open is rolled back with its connection
-            raise
+        self._kept.close()
 
 
 def heartbeat(db: StateDB, keys: Iterable[RunKey], worker: str) -> None:

@@ -13,6 +13,7 @@ SQLite's WAL refuses a write whose snapshot another writer has moved on).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -137,6 +138,7 @@ class StateDB:
         pinged first: one round trip per write, for single-statement writers (Celery
         workers, ``engine.state.celery_rows``)."""
         self.url = parse_url(url)
+        self.autocommit = autocommit
         self.dialect = self.url.get_backend_name()
         self.path: Path | None = None
         if self.dialect == "sqlite" and self.url.database not in (None, "", ":memory:"):
@@ -175,6 +177,10 @@ class StateDB:
             + (" FOR SHARE" if postgres else "")
         )
         self._upsert_run = self._driver(self._run_upsert(), _RUN_COLUMNS)
+        # Claims: thousands of transactions a second when busy, each a lease check and an
+        # INSERT, on a connection kept for them (SQLAlchemy's checkout, result handling
+        # and commit cost more than SQLite's own work for a claim).
+        self._claims = KeptConnection(self)
         self._update_next_run = self._driver(
             update(jobs)
             .where(jobs.c.id == bindparam("b_id"))
@@ -285,6 +291,7 @@ class StateDB:
             schema.metadata.create_all(conn)  # tables new in this version
 
     def close(self) -> None:
+        self._claims.close()
         self.engine.dispose()
 
     def ping(self) -> None:
@@ -311,7 +318,10 @@ class StateDB:
     def check_fence(self, conn: Connection, fence: Fence) -> None:
         # One statement, written once: it runs in every claim's transaction, thousands of
         # times a second when busy (a built query cost as much as the claim itself).
-        row = conn.exec_driver_sql(self._fence_sql, ("leader",)).first()
+        self._fence_holds(conn.exec_driver_sql(self._fence_sql, ("leader",)).first(), fence)
+
+    def _fence_holds(self, row: Any, fence: Fence) -> None:
+        """Raise ``Fenced`` unless the lease row read in this transaction is ``fence``."""
         if row is None or row[0] != fence.epoch or row[1] != fence.holder:
             raise Fenced(f"the leader lease moved on (epoch {fence.epoch} is no longer current)")
         now = float(row[3]) if self.dialect == "postgresql" else time.time()
@@ -479,14 +489,17 @@ class StateDB:
             }
             for c in claims
         ]
-        with self.fenced(fence) as conn:
-            won: set[tuple[str, float]] = set()
+        won: set[tuple[str, float]] = set()
+        with self._lock, self._claims.transaction() as cursor:
+            if fence is not None:
+                cursor.execute(self._fence_sql, ("leader",))
+                self._fence_holds(cursor.fetchone(), fence)
             for chunk in _chunks(params, 500):
                 flat = tuple(row[name] for row in chunk for name in _RUN_COLUMNS)
-                result = conn.exec_driver_sql(self._claim_statement(len(chunk)), flat)
-                won.update((job_id, scheduled_at) for job_id, scheduled_at in result.all())
-            for row in params:
-                self._unpruned[row["job_id"]] = self._unpruned.get(row["job_id"], 0) + 1
+                cursor.execute(self._claim_statement(len(chunk)), flat)
+                won.update((job_id, scheduled_at) for job_id, scheduled_at in cursor.fetchall())
+        for row in params:
+            self._unpruned[row["job_id"]] = self._unpruned.get(row["job_id"], 0) + 1
         return won
 
     def claim_run(self, job_id: str, scheduled_at: float, fence: Fence | None = None) -> bool:
@@ -758,6 +771,93 @@ def _is_sqlite(path: Path) -> bool:
 def _not_a_database(exc: DBAPIError) -> bool:
     text_ = str(exc.orig).lower()
     return "not a database" in text_ or "malformed" in text_ or "corrupt" in text_
+
+
+class KeptConnection:
+    """One DBAPI connection of the database's pool, kept by one thread for its hot writes.
+
+    ``transaction()`` yields the driver's cursor inside a transaction that commits when
+    the block ends and rolls back if it raises. SQLite's transaction takes the write lock
+    first (``BEGIN IMMEDIATE``), so what it reads cannot change before it writes. On an
+    autocommit database (``StateDB(autocommit=True)``), ``execute`` runs one statement
+    that commits alone: one round trip. A connection that fails is dropped (the next
+    write opens another) and the driver's error is raised as SQLAlchemy's ``DBAPIError``,
+    like every other write's. On PostgreSQL a connection idle for a while is pinged
+    before use, as the pool does."""
+
+    IDLE_PING_S = 1.0
+
+    def __init__(self, db: StateDB) -> None:
+        self._db = db
+        self._conn: Any = None
+        self._used = 0.0
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        sqlite, explicit = self._db.dialect == "sqlite", self._db.autocommit
+        with self._cursor() as (conn, cursor):
+            if sqlite or explicit:
+                cursor.execute("BEGIN IMMEDIATE" if sqlite else "BEGIN")
+            try:
+                yield cursor
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    if explicit:
+                        cursor.execute("ROLLBACK")
+                    else:
+                        conn.rollback()
+                raise
+            if explicit:
+                cursor.execute("COMMIT")
+            else:
+                conn.commit()
+
+    def execute(self, sql: str, args: Sequence[Any]) -> int:
+        """One statement, committed alone (an autocommit database only); its row count."""
+        if not self._db.autocommit:
+            raise TypeError("KeptConnection.execute needs StateDB(autocommit=True)")
+        with self._cursor() as (_, cursor):
+            cursor.execute(sql, args)
+            return int(cursor.rowcount)
+
+    @contextmanager
+    def _cursor(self) -> Iterator[tuple[Any, Any]]:
+        dbapi_error = self._db.engine.dialect.loaded_dbapi.Error
+        try:
+            conn = self._connection()
+            cursor = conn.cursor()
+            try:
+                yield conn, cursor
+            finally:
+                with contextlib.suppress(Exception):
+                    cursor.close()
+            self._used = time.monotonic()
+        except dbapi_error as exc:
+            self.close()
+            raise DBAPIError.instance(
+                None, None, exc, dbapi_error, dialect=self._db.engine.dialect
+            ) from None
+
+    def _connection(self) -> Any:
+        idle = time.monotonic() - self._used > self.IDLE_PING_S
+        if self._conn is not None and self._db.dialect == "postgresql" and idle:
+            try:
+                cursor = self._conn.cursor()
+                cursor.execute("SELECT 1")
+                cursor.close()
+                if not self._db.autocommit:
+                    self._conn.rollback()
+            except Exception:
+                self.close()
+        if self._conn is None:
+            self._conn = self._db.engine.raw_connection()
+        return self._conn
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.invalidate()  # not back to the pool: its state is unknown
 
 
 def _connect_args(dialect: str) -> dict[str, Any]:
