@@ -277,7 +277,10 @@ async def served(the_settings: Any) -> Any:
     from engine.app import create_app
 
     app = create_app(the_settings)
-    sock = socket.socket()
+    # IPPROTO_TCP named, as uvicorn's own bind does: asyncio sets TCP_NODELAY only on
+    # sockets that say so, and without it every small answer waited 40 ms for Nagle and
+    # the client's delayed ACK (all of /status's 43 ms p50 here; 0.7 ms under serve).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, lifespan="on", log_level="warning", log_config=None)
