@@ -10,6 +10,7 @@ write (``_JobCollector`` says the same through the library, for other registries
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -155,6 +156,10 @@ class Metrics:
         # render() (see the module docstring), so a scrape at 10k jobs costs milliseconds.
         self.job_collector = _JobCollector(self)
         self._lines: dict[str, tuple[JobSample, tuple[str, str, str, str, str]]] = {}
+        # ``schedctl_runs_total``: each line kept with the count it says, in label order.
+        self._count_lines: dict[tuple[str, str], tuple[int, str]] = {}
+        self._count_order: list[tuple[str, str]] = []
+        self._render_lock = threading.Lock()  # scrapes render one at a time
         # No job label on histograms: 15 series per job would outweigh the jobs themselves.
         self.duration = Histogram(
             "schedctl_run_duration_seconds",
@@ -226,25 +231,39 @@ class Metrics:
     def forget(self, job_id: str) -> None:
         for key in [k for k in self.counts if k[0] == job_id]:
             del self.counts[key]
+            self._count_lines.pop(key, None)
+        self._count_order = []  # made again at the next render
 
     def render(self) -> bytes:
-        return self.render_jobs() + generate_latest(self.registry)
+        with self._render_lock:
+            return self.render_jobs() + generate_latest(self.registry)
 
     def render_jobs(self) -> bytes:
         """The per-job families, as ``generate_latest`` would write ``job_collector``'s."""
         out: list[str] = []
         name, kind, doc = _FAMILIES[0]
         out.append(f"# HELP {name}_total {doc}\n# TYPE {name}_total {kind}\n")
-        out.extend(
-            f'schedctl_runs_total{{job_id="{_label(job_id)}",status="{_label(status)}"}} '
-            f"{floatToGoString(count)}\n"
-            for (job_id, status), count in sorted(self.counts.items())
-        )
+        counts, written = self.counts, self._count_lines
+        if len(self._count_order) != len(counts):  # a new (job, status): a new order
+            self._count_order = sorted(counts)
+        for key in self._count_order:
+            count = counts.get(key)
+            if count is None:  # forgotten since the order was made
+                continue
+            line = written.get(key)
+            if line is None or line[0] != count:
+                job_id, status = key
+                line = written[key] = (
+                    count,
+                    f'schedctl_runs_total{{job_id="{_label(job_id)}",status="{_label(status)}"}} '
+                    f"{floatToGoString(count)}\n",
+                )
+            out.append(line[1])
         kept, lines = self._lines, []
         seen = set()
         for sample in self.source():
             found = kept.get(sample.job_id)
-            if found is None or found[0] != sample:
+            if found is None or (found[0] is not sample and found[0] != sample):
                 found = kept[sample.job_id] = (sample, _job_lines(sample))
             lines.append(found[1])
             seen.add(sample.job_id)

@@ -749,6 +749,63 @@ async def test_metrics_count_finished_runs_by_job_and_status(
         assert 'schedctl_runs_total{job_id="good",status="success"} 2.0' in response.text
 
 
+async def test_per_job_metrics_follow_each_change_between_scrapes(
+    settings: Settings, schedules: Path, jobs: ModuleType
+) -> None:
+    """A scrape keeps each job's series until the job changes: what the next scrape says
+    of a job that ran, failed, was paused or whose file broke is what the job says now."""
+    declare(
+        schedules,
+        f"""
+        jobs:
+          good:
+            task: rn_tasks.jobs:ok
+            cron: {NEVER}
+          bad:
+            task: rn_tasks.jobs:fail
+            cron: {NEVER}
+        """,
+    )
+
+    async def scrape() -> dict[tuple[str, str | None], float]:
+        text = (await engine.client.get("/metrics")).text
+        return {
+            (sample.name, sample.labels.get("job_id")): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.labels.get("job_id") in ("good", "bad")
+        }
+
+    async with running(settings) as engine:
+        before = await scrape()  # every job's lines kept from here on
+        assert ("schedctl_job_last_success_timestamp_seconds", "good") not in before
+        next_run = parse_time((await engine.job("good"))["next_run_time"]).timestamp()
+        assert before[("schedctl_job_next_run_timestamp_seconds", "good")] == next_run
+        assert await engine.scheduler.run_job("good") is True
+        for _ in range(2):
+            assert await engine.scheduler.run_job("bad") is True
+        await eventually(engine.until_runs("good", lambda runs: statuses(runs) == ["success"]))
+        await eventually(engine.until_runs("bad", lambda runs: statuses(runs) == ["failed"] * 2))
+        ran = await scrape()
+        [run] = await engine.runs("good")
+        finished_at = parse_time(run["finished_at"]).timestamp()
+        assert ran[("schedctl_job_last_success_timestamp_seconds", "good")] == finished_at
+        assert ran[("schedctl_job_last_run_timestamp_seconds", "good")] == finished_at
+        assert ran[("schedctl_job_consecutive_failures", "bad")] == 2
+        assert ran[("schedctl_runs_total", "bad")] == 2
+
+        await engine.scheduler.pause_job("good")
+        paused = await scrape()
+        assert ("schedctl_job_next_run_timestamp_seconds", "good") not in paused
+        assert paused[("schedctl_job_next_run_timestamp_seconds", "bad")] == next_run
+
+        (schedules / "jobs.yaml").write_text("jobs:\n  good: [not, a, job\n")
+        await engine.reconcile()  # the file is broken: its jobs run as last applied
+        broken = await scrape()
+        assert broken[("schedctl_job_stale", "good")] == 1
+        assert broken[("schedctl_job_stale", "bad")] == 1
+
+
 # -- when interval jobs first run ---------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from engine._version import __version__
 from engine.core.leadership import Leadership
 from engine.core.reconciling import Reconciling
+from engine.core.samples import JobSamples
 from engine.core.tuning import ProcessTuning
 from engine.core.views import BIG, Views
 from engine.errors import StateError
@@ -36,6 +37,7 @@ from engine.files.preview import aware
 from engine.files.tasks import ensure_cwd_on_path, resolve_task
 from engine.jsontext import dumps
 from engine.metrics import JobSample, Metrics
+from engine.scheduler.catalog import Entry
 from engine.scheduler.facade import SchedulerFacade
 from engine.scheduler.jobs import trigger_for
 from engine.scheduler.runtime import RuntimeOps
@@ -77,6 +79,7 @@ class Engine:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self.metrics = Metrics()
+        self.samples = JobSamples()  # /metrics' per-job samples, kept until touched
         self.db = StateDB(self.settings.database_url, reset=self.settings.reset_state)
         self.lease = Lease(self.db, ttl=self.settings.lease_ttl)
         # Blocking database and file work runs here: daemon threads, never joined at exit.
@@ -266,6 +269,7 @@ class Engine:
             self.persister.run_changed(run)
         self.metrics.observe(run)
         self.views.touched(run.job_id)
+        self.samples.touched(run.job_id)
 
     def _executor_state(self, state: str) -> None:
         if self.leading:
@@ -293,25 +297,27 @@ class Engine:
 
     def _job_changed(self, job_id: str) -> None:
         self.views.touched(job_id)
+        self.samples.touched(job_id)
         if self.leading:
             self.persister.job_changed(job_id)
 
     def _time_changed(self, job_id: str) -> None:
         self.views.touched(job_id)
+        self.samples.touched(job_id)
         if self.leading:
             self.persister.time_changed(job_id)
 
     def _job_samples(self) -> Iterator[JobSample]:
-        """The per-job series of ``/metrics``, read at scrape time."""
+        """The per-job series of ``/metrics``, read at scrape time (kept while untouched)."""
         stale = self.stale_files()
         facade, history = self.facade, self.history
-        declared = 0
-        for job_id, entry in list(facade.catalog.items()):
-            declared += entry.source == "declared"
+
+        def sample(entry: Entry) -> JobSample:
+            job_id = entry.id
             last = history.last_finished(job_id)
             success = history.last_success_at(job_id)
             job = facade.store.lookup_job(job_id)
-            yield JobSample(
+            return JobSample(
                 job_id,
                 success.timestamp() if success else None,
                 last.finished_at.timestamp() if last and last.finished_at else None,
@@ -320,8 +326,14 @@ class Engine:
                 history.consecutive_failures(job_id),
                 bool(entry.file and entry.file in stale),
             )
+
+        total = 0
+        for found in self.samples.samples(facade, history, stale, self.leading, sample):
+            total += 1
+            yield found
+        declared = sum(1 for entry in list(facade.catalog.values()) if entry.source == "declared")
         self.metrics.jobs.labels("declared").set(declared)
-        self.metrics.jobs.labels("runtime").set(len(facade.catalog) - declared)
+        self.metrics.jobs.labels("runtime").set(total - declared)
 
     def _loop_blocked(self, job_id: str | None, attempt: int | None, seconds: float) -> None:
         """The loop was held for ``seconds``: name the run, and put it on its record."""
