@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from operator import itemgetter
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -260,17 +261,17 @@ class Metrics:
                 )
             out.append(line[1])
         kept, lines = self._lines, []
-        seen = set()
-        for sample in self.source():
+        samples = list(self.source())
+        for sample in samples:
             found = kept.get(sample.job_id)
             if found is None or (found[0] is not sample and found[0] != sample):
                 found = kept[sample.job_id] = (sample, _job_lines(sample))
             lines.append(found[1])
-            seen.add(sample.job_id)
-        if len(kept) > len(seen) + 1024:  # jobs gone
+        if len(kept) > len(samples) + 1024:  # jobs gone
+            seen = {sample.job_id for sample in samples}
             for job_id in [j for j in kept if j not in seen]:
                 del kept[job_id]
         for index, (name, kind, doc) in enumerate(_FAMILIES[1:]):
             out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n")
-            out.extend(line[index] for line in lines)
+            out.append("".join(map(itemgetter(index), lines)))
         return "".join(out).encode("utf-8")

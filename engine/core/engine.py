@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
@@ -307,7 +307,7 @@ class Engine:
         if self.leading:
             self.persister.time_changed(job_id)
 
-    def _job_samples(self) -> Iterator[JobSample]:
+    def _job_samples(self) -> list[JobSample]:
         """The per-job series of ``/metrics``, read at scrape time (kept while untouched)."""
         stale = self.stale_files()
         facade, history = self.facade, self.history
@@ -327,13 +327,11 @@ class Engine:
                 bool(entry.file and entry.file in stale),
             )
 
-        total = 0
-        for found in self.samples.samples(facade, history, stale, self.leading, sample):
-            total += 1
-            yield found
+        found = self.samples.samples(facade, history, stale, self.leading, sample)
         declared = sum(1 for entry in list(facade.catalog.values()) if entry.source == "declared")
         self.metrics.jobs.labels("declared").set(declared)
-        self.metrics.jobs.labels("runtime").set(total - declared)
+        self.metrics.jobs.labels("runtime").set(len(found) - declared)
+        return found
 
     def _loop_blocked(self, job_id: str | None, attempt: int | None, seconds: float) -> None:
         """The loop was held for ``seconds``: name the run, and put it on its record."""

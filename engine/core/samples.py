@@ -11,7 +11,7 @@ is merged from the database without per-run hooks.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from engine.metrics import JobSample
@@ -41,21 +41,22 @@ class JobSamples:
         stale: frozenset[str],
         leading: bool,
         sample: Callable[[Entry], JobSample],
-    ) -> Iterator[JobSample]:
+    ) -> list[JobSample]:
         """Every job's sample in catalog order, each read again only if it may have moved."""
         with self._lock:
             touched, self._touched = self._touched, set()
         base = (id(facade), id(history), stale)
         if not leading or base != self._base:
             self._kept, self._base = {}, (base if leading else None)
-        kept = self._kept
+        kept, out = self._kept, []
         entries = list(facade.catalog.items())
         for job_id, entry in entries:
             found = kept.get(job_id)
             if found is None or found[0] is not entry or job_id in touched:
                 found = kept[job_id] = (entry, sample(entry))
-            yield found[1]
+            out.append(found[1])
         if len(kept) > len(entries) + 1024:  # jobs gone
             live = {job_id for job_id, _ in entries}
             for job_id in [j for j in kept if j not in live]:
                 del kept[job_id]
+        return out
