@@ -867,6 +867,33 @@ async def test_specs_send_a_digest_of_each_field_holding_secrets(
         assert specs["hourly"]["secret_digests"] == {}
 
 
+async def test_specs_follow_pauses_edits_and_removals_between_polls(
+    settings: Settings, schedules: Path, jobs: ModuleType
+) -> None:
+    """/specs keeps each job's part while the job's spec is the same (a run changes
+    nothing in it); a pause, an edit or a removal shows in the next answer."""
+    write(schedules / "plain.yaml", HOURLY)
+    write(schedules / "leaky.yaml", LEAKY)
+    async with running(settings) as engine:
+        first = (await engine.get("/specs"))["jobs"]
+        assert first["hourly"]["runtime_paused"] is False
+        assert await engine.scheduler.run_job("hourly") is True
+        await eventually(lambda: jobs.calls, what="the run")
+        assert (await engine.get("/specs"))["jobs"] == first  # a run changes no spec
+
+        assert await engine.scheduler.pause_job("hourly") is True
+        assert (await engine.get("/specs"))["jobs"]["hourly"]["runtime_paused"] is True
+
+        write(schedules / "plain.yaml", HOURLY.replace('"0 * * * *"', '"30 * * * *"'))
+        write(schedules / "leaky.yaml", "jobs: {}\n")
+        await engine.reconcile()
+        edited = (await engine.get("/specs"))["jobs"]
+        assert set(edited) == {"hourly"}
+        assert edited["hourly"]["spec"]["cron"] == "30 * * * *"
+        assert edited["hourly"]["fingerprint"] != first["hourly"]["fingerprint"]
+        assert edited["hourly"]["runtime_paused"] is False  # an edit ends a runtime pause
+
+
 # -- JSON that never fails ------------------------------------------------------------------
 
 

@@ -35,7 +35,6 @@ from engine.execution.threads import DaemonExecutor, TaskThreads
 from engine.execution.watch import LoopWatch
 from engine.files.preview import aware
 from engine.files.tasks import ensure_cwd_on_path, resolve_task
-from engine.jsontext import dumps
 from engine.metrics import JobSample, Metrics
 from engine.scheduler.catalog import Entry
 from engine.scheduler.facade import SchedulerFacade
@@ -130,6 +129,7 @@ class Engine:
         self.watch: LoopWatch | None = None
         self._bodies: dict[str, tuple[Any, str, bytes]] = {}  # cached answers by version
         self._jobs_building = asyncio.Lock()
+        self._specs_building = asyncio.Lock()
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -430,20 +430,21 @@ class Engine:
             return tag, body
 
     async def specs_body(self) -> bytes:
-        """The JSON body of ``GET /specs``, built off the loop when large, cached likewise."""
+        """The JSON body of ``GET /specs``: joined from each job's kept part, off the loop
+        when large (one build at a time)."""
         version = self.views.version()
         cached = self._bodies.get("specs")
         if cached is not None and cached[0] == version:
             return cached[2]
-        size = len(self.facade.catalog)
-        if size > BIG:
+        async with self._specs_building:
             entries = self.views.snapshot()
-            specs = await self.blocking(self.views.specs, entries)
-        else:
-            specs = self.views.specs()
-        body = await self._encode(specs, size)
-        self._bodies["specs"] = (version, "", body)
-        return body
+            if len(entries) > BIG:
+                body = await self.blocking(self.views.specs_body, entries)
+            else:
+                body = self.views.specs_body(entries)
+            if len(entries) <= BIG:  # a large body is joined again (cheap), not held twice
+                self._bodies["specs"] = (version, "", body)
+            return body
 
     async def metrics_body(self) -> bytes:
         """``/metrics``: per-job series are read at scrape time, off the loop when many."""
@@ -451,9 +452,6 @@ class Engine:
         if len(self.facade.catalog) > BIG:
             return await self.blocking(self.metrics.render)
         return self.metrics.render()
-
-    async def _encode(self, value: Any, size: int) -> bytes:
-        return await self.blocking(dumps, value) if size > BIG else dumps(value)
 
     def job(self, job_id: str) -> dict[str, Any] | None:
         return self.views.job(job_id)

@@ -109,6 +109,8 @@ class Views:
         self._parts_base: tuple[Any, ...] | None = None
         self._touched: set[str] = set()
         self._touched_lock = threading.Lock()  # a run may begin in a task thread
+        # ``GET /specs``: each job's encoded part, with what it was made from.
+        self._spec_parts: dict[str, tuple[Entry, bool, tuple[Any, ...], bytes]] = {}
 
     def touched(self, job_id: str) -> None:
         """The job's Job may have changed; called after the change, from any thread."""
@@ -184,17 +186,47 @@ class Views:
         return {
             "revision": self._revision(),
             "jobs": {
-                entry.id: {
-                    "source": entry.source,
-                    "file": entry.file,
-                    "fingerprint": entry.fingerprint,
-                    "runtime_paused": entry.runtime_paused,
-                    "spec": redact(spec) if (spec := _essence(entry)) is not None else None,
-                    "secret_digests": spec_secret_digests(spec) if spec is not None else {},
-                }
+                entry.id: _spec_of(entry)
                 for entry in (self.snapshot() if entries is None else entries)
             },
         }
+
+    def specs_body(self, entries: list[Entry]) -> bytes:
+        """``specs(entries)`` as JSON, from each job's encoded part, kept while what the
+        part says of the job is the same (its entry, essence, file, fingerprint, pause):
+        a job that fires does not change its spec, so a poll while jobs fire re-encodes
+        only the jobs that were edited (may run off the loop; one at a time)."""
+        parts, out = self._spec_parts, []
+        for entry in entries:
+            key = (entry.essence, entry.source, entry.file, entry.fingerprint)
+            kept = parts.get(entry.id)
+            if (
+                kept is None
+                or kept[0] is not entry
+                or kept[1] != entry.runtime_paused
+                or any(a is not b for a, b in zip(kept[2], key, strict=True))
+            ):
+                part = dumps(entry.id) + b":" + dumps(_spec_of(entry))
+                kept = parts[entry.id] = (entry, entry.runtime_paused, key, part)
+            out.append(kept[3])
+        if len(parts) > len(entries) + 1024:  # jobs gone
+            live = {entry.id for entry in entries}
+            for job_id in [j for j in parts if j not in live]:
+                del parts[job_id]
+        revision = dumps(self._revision())
+        return b'{"revision":' + revision + b',"jobs":{' + b",".join(out) + b"}}"
+
+
+def _spec_of(entry: Entry) -> dict[str, Any]:
+    spec = _essence(entry)
+    return {
+        "source": entry.source,
+        "file": entry.file,
+        "fingerprint": entry.fingerprint,
+        "runtime_paused": entry.runtime_paused,
+        "spec": redact(spec) if spec is not None else None,
+        "secret_digests": spec_secret_digests(spec) if spec is not None else {},
+    }
 
 
 def _essence(entry: Entry) -> dict[str, Any] | None:
