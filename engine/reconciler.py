@@ -49,7 +49,7 @@ class Desired:
     spec: Any = field(default=None, compare=False)  # the parsed JobSpec, when at hand
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LiveJob:
     """What the engine runs now for one id."""
 

@@ -31,3 +31,32 @@ def test_per_job_series_are_written_as_the_client_library_writes_them() -> None:
     assert metrics.render_jobs() == _library_text(metrics)
     assert metrics.render().startswith(metrics.render_jobs())
     assert b"schedctl_fire_lateness_seconds_bucket" in metrics.render()
+
+
+def test_kept_samples_are_read_afresh_after_more_touches_than_they_can_track() -> None:
+    """An engine nobody scrapes does not pile up touched job ids: past a bound the set is
+    dropped and the next scrape reads every job again, so no change is lost."""
+    from types import SimpleNamespace
+
+    from engine.core.samples import JobSamples
+    from engine.scheduler.catalog import Entry
+
+    catalog = {f"job-{n}": Entry(f"job-{n}", "declared") for n in range(100)}
+    facade, history = SimpleNamespace(catalog=catalog), object()
+    state = dict.fromkeys(catalog, 0)
+
+    def sample(entry: Entry) -> JobSample:
+        return JobSample(entry.id, None, None, None, float(state[entry.id]), 0, False)
+
+    def read() -> dict[str, float | None]:
+        found = cache.samples(facade, history, frozenset(), True, sample)  # type: ignore[arg-type]
+        return {s.job_id: s.next_run for s in found}
+
+    cache = JobSamples()
+    assert read()["job-5"] == 0
+    state["job-5"] = 7
+    cache.touched("job-5")
+    for n in range(2000):  # runtime jobs come and go, unscraped
+        cache.touched(f"gone-{n}")
+    assert len(cache._touched) < 1200
+    assert read()["job-5"] == 7

@@ -32,7 +32,11 @@ class JobSamples:
     def touched(self, job_id: str) -> None:
         """The job's sample may have changed; called after the change, from any thread."""
         with self._lock:
-            self._touched.add(job_id)
+            touched = self._touched
+            touched.add(job_id)
+            if len(touched) > len(self._kept) + 1024:  # nobody scrapes: read all afresh
+                touched.clear()
+                self._base = None
 
     def samples(
         self,

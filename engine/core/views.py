@@ -115,7 +115,11 @@ class Views:
     def touched(self, job_id: str) -> None:
         """The job's Job may have changed; called after the change, from any thread."""
         with self._touched_lock:
-            self._touched.add(job_id)
+            touched = self._touched
+            touched.add(job_id)
+            if len(touched) > len(self._parts) + 1024:  # nobody reads /jobs: build afresh
+                touched.clear()
+                self._parts_base = None
 
     def plan_jobs_body(self) -> tuple[list[Entry], set[str]]:
         """On the loop: the entries and the jobs touched since the last plan."""

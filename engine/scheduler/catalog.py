@@ -26,7 +26,7 @@ RUN_REF = "engine.execution.runner:run"  # the textual callable of every job (ne
 CATCH_UP_LIMIT = 1000  # fire times computed in one pass for one job, at most
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     """One job the engine knows, with where it came from."""
 
