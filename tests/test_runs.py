@@ -711,22 +711,21 @@ def test_a_task_calling_sys_exit_is_a_failed_run_not_the_end_of_the_engine(
 
 # -- metrics ------------------------------------------------------------------------------
 
+GOOD_AND_BAD = f"""
+jobs:
+  good:
+    task: rn_tasks.jobs:ok
+    cron: {NEVER}
+  bad:
+    task: rn_tasks.jobs:fail
+    cron: {NEVER}
+"""
+
 
 async def test_metrics_count_finished_runs_by_job_and_status(
     settings: Settings, schedules: Path, jobs: ModuleType
 ) -> None:
-    declare(
-        schedules,
-        f"""
-        jobs:
-          good:
-            task: rn_tasks.jobs:ok
-            cron: {NEVER}
-          bad:
-            task: rn_tasks.jobs:fail
-            cron: {NEVER}
-        """,
-    )
+    declare(schedules, GOOD_AND_BAD)
     async with running(settings) as engine:
         for job_id in ("good", "good", "bad"):
             assert await engine.scheduler.run_job(job_id) is True
@@ -754,18 +753,7 @@ async def test_per_job_metrics_follow_each_change_between_scrapes(
 ) -> None:
     """A scrape keeps each job's series until the job changes: what the next scrape says
     of a job that ran, failed, was paused or whose file broke is what the job says now."""
-    declare(
-        schedules,
-        f"""
-        jobs:
-          good:
-            task: rn_tasks.jobs:ok
-            cron: {NEVER}
-          bad:
-            task: rn_tasks.jobs:fail
-            cron: {NEVER}
-        """,
-    )
+    declare(schedules, GOOD_AND_BAD)
 
     async def scrape() -> dict[tuple[str, str | None], float]:
         text = (await engine.client.get("/metrics")).text
