@@ -20,6 +20,7 @@ same row, exactly one wins, on SQLite and PostgreSQL alike.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -121,20 +122,22 @@ class Writer:
     def __init__(self, db: StateDB) -> None:
         self.db = db
         self._kept = KeptConnection(db)
+        self._lock = threading.Lock()  # a threads pool shares one process's writer
 
     def claim_start(self, key: RunKey, worker: str, now: float | None = None) -> bool:
         """``queued -> running`` on ``worker``; False when the run is not queued any more."""
         now = time.time() if now is None else now
         prepared = self.db.prepared(_START)
         args = prepared.args(_params(key, b_worker=worker[:255], b_now=now))
-        return self._kept.execute(prepared.sql, args) > 0
+        with self._lock:
+            return self._kept.execute(prepared.sql, args) > 0
 
     def finish_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
         """Each run's outcome, only while the run is still its worker's, in one
         transaction: True for each one written, False where the engine recorded it first."""
         prepared = self.db.prepared(_FINISH)
         written = []
-        with self._kept.transaction() as cursor:
+        with self._lock, self._kept.transaction() as cursor:
             for o in outcomes:
                 params = _params(
                     o.key,
