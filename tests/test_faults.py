@@ -13,6 +13,7 @@ import pickle
 import signal
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -123,6 +124,35 @@ async def test_hanging_def_tasks_never_stop_other_def_jobs(
         stuck = [r for r in runs if r["status"] == "failed"]
         assert all("still stuck" in r["error"] for r in stuck), stuck
         assert all(r["started_at"] for r in runs if r["status"] in ("running", "timeout"))
+
+
+async def test_the_task_pool_starts_full_so_bursts_of_def_runs_add_no_threads(
+    settings: Settings, jobs: ModuleType
+) -> None:
+    """Eight `def` jobs due in the same second, a pool of three: the three threads exist
+    from the start and are the only ones that ever run them (a thread count that climbs
+    with each burst would hide a leak from whoever graphs it)."""
+    small = Settings(**{**settings.__dict__, "thread_pool_size": 3})
+    burst = "\n".join(
+        f'  burst-{i}: {{task: ft_tasks.jobs:healthy, cron: "* * * * * *"}}' for i in range(8)
+    )
+    declare(small, f"jobs:\n{burst}\n")
+    before = set(threading.enumerate())
+
+    def task_threads() -> set[threading.Thread]:
+        return {
+            t for t in set(threading.enumerate()) - before if t.name.startswith("schedctl-task")
+        }
+
+    async with running(small):
+        started = task_threads()
+        assert len(started) == 3
+        await eventually(
+            lambda: sum(isinstance(c, tuple) for c in jobs.calls) >= 24,
+            within=10,
+            what="three bursts of eight runs",
+        )
+        assert task_threads() == started
 
 
 # -- timeouts and retries (issue 6 items 18, 19) ---------------------------------------------

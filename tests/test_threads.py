@@ -238,6 +238,29 @@ def test_shutdown_returns_at_once_while_a_task_hangs_and_cancels_queued_tasks(
     wait_until(lambda: not task_threads(), what="every pool thread to end")
 
 
+def test_a_prestarted_pool_keeps_its_thread_count_through_bursts_of_tasks(
+    release: threading.Event,
+) -> None:
+    pool = TaskThreads(size=3, name="test-pool")
+    try:
+        assert pool.prestart() == 3
+        assert len(task_threads()) == 3
+        wait_until(lambda: pool.stats().idle == 3, what="the three threads to wait for tasks")
+        assert pool.prestart() == 0  # already full
+        futures = [pool.submit("burst", time.sleep, 0.005) for _ in range(30)]
+        for future in futures:
+            future.result(5)
+        assert len(task_threads()) == 3
+        # A stuck thread is still replaced (capacity kept), prestarted or not.
+        pool.abandon(started_hang(pool, "hangs", release))
+        assert pool.prestart() == 1
+        assert pool.stats().threads == 3 and len(task_threads()) == 4
+    finally:
+        pool.shutdown()
+        release.set()
+    wait_until(lambda: not task_threads(), what="every pool thread to end")
+
+
 def test_idle_threads_end_after_shutdown() -> None:
     pool = TaskThreads(size=3, name="test-pool")
     futures = [pool.submit("j", time.sleep, 0.01) for _ in range(6)]

@@ -197,6 +197,11 @@ class Engine:
         """Open the state, then lead or stand by; the leadership loop runs from here on."""
         ensure_cwd_on_path()
         self.started_at = time.time()
+        # Every pool starts full: the process's thread count is flat from here on, not a
+        # staircase that each burst of tasks climbs, so a leak is plain to see (only a
+        # stuck task's replacement adds a thread, at most ENGINE_THREAD_POOL_SIZE of them).
+        for pool in (self.io, self.lease_io, self.threads):
+            pool.prestart()
         self.dispatcher.bind(asyncio.get_running_loop())
         self.celery.bind(asyncio.get_running_loop())
         self.watch = LoopWatch(asyncio.get_running_loop(), on_block=self._loop_blocked)

@@ -203,6 +203,15 @@ class TaskThreads:
         self._queue.put(task)
         return task.future
 
+    def prestart(self) -> int:
+        """Start every thread the pool may have now, idle until tasks come; return how
+        many started. A small pool that is full from the start keeps the process's thread
+        count flat: it does not step up whenever a burst of tasks finds no idle thread."""
+        with self._lock:
+            missing = 0 if self._closed else self._capacity() - self._workers
+            self._workers += max(0, missing)
+        return sum(self._spawn() for _ in range(missing))
+
     def abandon(self, future: Future[Any]) -> Abandoned:
         """The run of ``future`` gave up on it (timeout, cancellation): stop counting its
         thread toward the pool and start a replacement if the bounds allow.
@@ -330,6 +339,10 @@ class DaemonExecutor(Executor):
 
     def __init__(self, size: int, name: str) -> None:
         self._threads = TaskThreads(size, name=name)
+
+    def prestart(self) -> int:
+        """Start all its threads now (see ``TaskThreads.prestart``)."""
+        return self._threads.prestart()
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         return self._threads.submit("io", functools.partial(fn, *args, **kwargs))

@@ -536,10 +536,11 @@ def _trend(report: Report, samples_of_all: list[ProcSample], rules: Rules) -> No
             "flat (+10%+10 MB)" if rules.trend_rss else None,
             rss_ok if rules.trend_rss else None,
         )
-        # Task threads are spawned when tasks are waiting and never retire (as in
-        # ThreadPoolExecutor), so a loaded machine's peaks grow a pool in steps, up to
-        # its bound; a leak grows without one. Against the first third's peak, a step
-        # or two passes and a leak of even one thread every five seconds does not.
+        # The engine starts its own pools full, so after warm-up only pools it does not
+        # own (asyncio's default executor, AnyIO's for the web server) may still step up
+        # under a loaded machine's peaks, up to their bounds; a leak grows without one.
+        # Against the first third's peak, a step or two passes and a leak of even one
+        # thread every five seconds does not.
         first_peak = max(s.threads for s in first)
         report.add(
             f"{name} threads, first -> last third",
