@@ -116,7 +116,10 @@ class Engine:
             lambda: self.facade, lambda: self.history, self.stale_files, lambda: self.revision
         )
         self.leadership = Leadership(self)
-        self.leading = False
+        self.leading = False  # the lease is ours (from the start of a takeover)
+        # ... and the takeover is done: the restored scheduler fires. Until then /status
+        # says standby, never a leader whose scheduler is stopped.
+        self.in_charge = False
         self.ready = False
         self.started_at: float | None = None
         self._db_seen = time.monotonic()  # the last time the database answered
@@ -250,7 +253,7 @@ class Engine:
         stopper = loop.run_in_executor(self.io, self.persister.stop)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.shield(stopper), timeout=min(budget, 3.0))
-        self.leading = False
+        self.leading = self.in_charge = False
         self.metrics.leader.set(0)
         release = loop.run_in_executor(self.lease_io, self.lease.release)
         with contextlib.suppress(Exception):
@@ -517,7 +520,7 @@ class Engine:
 
     @property
     def role(self) -> str:
-        if not self.leading:
+        if not (self.leading and self.in_charge):
             return "standby"
         return "leader" if self.lease.shared else "single"
 

@@ -195,7 +195,7 @@ class Leadership:
 
     async def lead(self) -> None:
         engine = self.engine
-        engine.leading = True
+        engine.leading, engine.in_charge = True, False
         self._start_renewer()  # restoring a large state holds the loop: renew meanwhile
         fence = engine.lease.fence
         with engine.tuning.loading():
@@ -230,6 +230,7 @@ class Leadership:
                 )
                 engine.celery.ensure_started()
             facade.start()
+        engine.in_charge = True
         engine.database_answered()
         engine.metrics.leader.set(1)
         self._leader_seen = time.monotonic()
@@ -275,7 +276,7 @@ class Leadership:
         engine.facade.shutdown()
         if not engine.leading:
             return
-        engine.leading = False
+        engine.leading = engine.in_charge = False
         engine.metrics.leader.set(0)
         # Off the loop: it waits for the writer's lock, which a write to a database that
         # stopped answering holds for up to its statement timeout.

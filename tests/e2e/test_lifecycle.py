@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import SIGTERM_EXIT_CODES, ServeFactory, Server, wait_for, write
@@ -275,6 +277,38 @@ def test_second_process_on_the_same_database_stands_by(serve: ServeFactory, proj
     assert standby.jobs()["hourly"]["next_run_time"] == hourly["next_run_time"]
     write(jobs_file, PHASE.format(interval="1h", arg="c"))
     standby.wait_job("hourly", lambda j: j["args"] == ["c"], what="the new leader to watch")
+
+
+def test_a_standby_taking_over_says_single_only_once_its_scheduler_runs(
+    serve: ServeFactory, project: Path
+) -> None:
+    """A takeover restores the whole schedule before it fires (3,000 jobs here: long
+    enough to be seen). A health check polling `/status` meanwhile must never read
+    `role: single` with `scheduler: stopped`: the role changes when firing begins."""
+    body = "".join(f"  job-{n:04d}: {{task: tasks.e2e:noop, interval: 1h}}\n" for n in range(3000))
+    write(project / "schedules" / "many.yaml", f"jobs:\n{body}")
+    leader = serve()
+    wait_for(lambda: leader.status()["jobs"] == 3000, timeout=30, what="3,000 jobs")
+    standby = serve()
+    seen: list[tuple[str, str]] = []
+    done = threading.Event()
+
+    def poll() -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{standby.port}", timeout=5) as client:
+            while not done.is_set():
+                status = client.get("/status").json()
+                seen.append((status["role"], status["scheduler"]))
+                if seen[-1] == ("single", "running"):
+                    return
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    assert leader.stop() in SIGTERM_EXIT_CODES
+    poller.join(30)
+    done.set()
+    assert seen[-1] == ("single", "running"), "the standby did not take over"
+    assert ("single", "stopped") not in seen, sorted(set(seen))
+    assert seen[0] == ("standby", "stopped")
 
 
 def test_broken_file_keeps_its_jobs_when_the_folder_is_spelled_differently(
