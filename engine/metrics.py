@@ -11,7 +11,7 @@ write (``_JobCollector`` says the same through the library, for other registries
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from operator import itemgetter
 
@@ -74,7 +74,7 @@ class _JobCollector(Collector):
             "1 while the job's file is invalid and the job runs as last applied.",
             labels=["job_id"],
         )
-        for sample in self.metrics.source():
+        for sample in self.metrics.source()[0]:
             labels = [sample.job_id]
             if sample.last_success is not None:
                 success.add_metric(labels, sample.last_success)
@@ -152,14 +152,23 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.counts: dict[tuple[str, str], int] = {}
-        self.source: Callable[[], Iterable[JobSample]] = lambda: ()
+        # Every job's sample in order, and the places of those that changed since the
+        # last call (None: any may have).
+        self.source: Callable[[], tuple[list[JobSample], list[int] | None]] = lambda: ([], None)
         # The registry holds the engine-wide series; the per-job ones are written by
         # render() (see the module docstring), so a scrape at 10k jobs costs milliseconds.
         self.job_collector = _JobCollector(self)
         self._lines: dict[str, tuple[JobSample, tuple[str, str, str, str, str]]] = {}
-        # ``schedctl_runs_total``: each line kept with the count it says, in label order.
+        self._rows: list[tuple[str, str, str, str, str]] = []  # the lines, in sample order
+        # ``schedctl_runs_total``: each line kept with the count it says, in label order;
+        # while no (job, status) comes or goes, a scrape writes again only the lines of
+        # those counted since the last one.
         self._count_lines: dict[tuple[str, str], tuple[int, str]] = {}
         self._count_order: list[tuple[str, str]] = []
+        self._count_at: dict[tuple[str, str], int] = {}
+        self._count_text: list[str] = []
+        self._counted: set[tuple[str, str]] = set()
+        self._counted_lock = threading.Lock()  # runs finish on the loop and in threads
         self._render_lock = threading.Lock()  # scrapes render one at a time
         # No job label on histograms: 15 series per job would outweigh the jobs themselves.
         self.duration = Histogram(
@@ -225,7 +234,9 @@ class Metrics:
         if status == "queued":
             return
         key = (run.job_id, status)
-        self.counts[key] = self.counts.get(key, 0) + 1
+        with self._counted_lock:
+            self.counts[key] = self.counts.get(key, 0) + 1
+            self._counted.add(key)
         if run.started_at is not None and run.finished_at is not None:
             self.duration.observe((run.finished_at - run.started_at).total_seconds())
 
@@ -245,11 +256,23 @@ class Metrics:
         name, kind, doc = _FAMILIES[0]
         out.append(f"# HELP {name}_total {doc}\n# TYPE {name}_total {kind}\n")
         counts, written = self.counts, self._count_lines
+        with self._counted_lock:
+            counted, self._counted = self._counted, set()
         if len(self._count_order) != len(counts):  # a new (job, status): a new order
-            self._count_order = sorted(counts)
-        for key in self._count_order:
+            order = self._count_order = sorted(counts)
+            self._count_at = {key: index for index, key in enumerate(order)}
+            text = self._count_text = [""] * len(order)
+            counted = set(order)
+        else:
+            text = self._count_text
+        at = self._count_at
+        for key in counted:
+            index = at.get(key)
+            if index is None:  # counted, then forgotten: the next order leaves it out
+                continue
             count = counts.get(key)
-            if count is None:  # forgotten since the order was made
+            if count is None:
+                text[index] = ""
                 continue
             line = written.get(key)
             if line is None or line[0] != count:
@@ -259,18 +282,28 @@ class Metrics:
                     f'schedctl_runs_total{{job_id="{_label(job_id)}",status="{_label(status)}"}} '
                     f"{floatToGoString(count)}\n",
                 )
-            out.append(line[1])
-        kept, lines = self._lines, []
-        samples = list(self.source())
-        for sample in samples:
-            found = kept.get(sample.job_id)
-            if found is None or (found[0] is not sample and found[0] != sample):
-                found = kept[sample.job_id] = (sample, _job_lines(sample))
-            lines.append(found[1])
-        if len(kept) > len(samples) + 1024:  # jobs gone
-            seen = {sample.job_id for sample in samples}
-            for job_id in [j for j in kept if j not in seen]:
-                del kept[job_id]
+            text[index] = line[1]
+        out.append("".join(text))
+        kept, lines = self._lines, self._rows
+        samples, changed = self.source()
+        if changed is None or len(lines) != len(samples):  # a new layout: every job's lines
+            lines = self._rows = []
+            for sample in samples:
+                found = kept.get(sample.job_id)
+                if found is None or (found[0] is not sample and found[0] != sample):
+                    found = kept[sample.job_id] = (sample, _job_lines(sample))
+                lines.append(found[1])
+            if len(kept) > len(samples) + 1024:  # jobs gone
+                seen = {sample.job_id for sample in samples}
+                for job_id in [j for j in kept if j not in seen]:
+                    del kept[job_id]
+        else:  # the same jobs: the lines of those whose sample changed
+            for index in changed:
+                sample = samples[index]
+                found = kept.get(sample.job_id)
+                if found is None or (found[0] is not sample and found[0] != sample):
+                    found = kept[sample.job_id] = (sample, _job_lines(sample))
+                lines[index] = found[1]
         for index, (name, kind, doc) in enumerate(_FAMILIES[1:]):
             out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n")
             out.append("".join(map(itemgetter(index), lines)))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from prometheus_client import CollectorRegistry, generate_latest
 
 from engine.metrics import JobSample, Metrics
+from engine.state.history import Run
 
 
 def _library_text(metrics: Metrics) -> bytes:
@@ -20,13 +23,23 @@ def test_per_job_series_are_written_as_the_client_library_writes_them() -> None:
         JobSample("never-ran", None, None, None, 2e9, 0, False),
         JobSample("paused", 5.0, 6.25, "timeout", None, 12, False),
     ]
+    changed: list[int] | None = None
     metrics = Metrics()
-    metrics.source = lambda: list(samples)
+    metrics.source = lambda: (list(samples), changed)
     metrics.counts = {("a-job", "success"): 7, ('odd"\\id\nx', "failed"): 3, ("paused", "x"): 1}
+    assert metrics.render_jobs() == _library_text(metrics)
+    # The same jobs: the lines of the samples said to have changed are written again,
+    # and of the runs counted since.
+    samples[3] = JobSample("paused", 5.0, 7.5, "success", 3e9, 0, False)
+    changed = [3]
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    metrics.observe(Run("a-job", at, status="success", started_at=at, finished_at=at))
+    assert metrics.counts[("a-job", "success")] == 8
     assert metrics.render_jobs() == _library_text(metrics)
     # Kept lines follow their job's changes; a job gone is gone.
     samples[0] = JobSample("a-job", 1764532900.0, 1764532900.5, "failed", None, 1, True)
     del samples[2]
+    changed = None
     metrics.counts[("a-job", "failed")] = 1
     assert metrics.render_jobs() == _library_text(metrics)
     assert metrics.render().startswith(metrics.render_jobs())
@@ -39,9 +52,10 @@ def test_kept_samples_are_read_afresh_after_more_touches_than_they_can_track() -
     from types import SimpleNamespace
 
     from engine.core.samples import JobSamples
-    from engine.scheduler.catalog import Entry
+    from engine.scheduler.catalog import Catalog, Entry
 
-    catalog = {f"job-{n}": Entry(f"job-{n}", "declared") for n in range(100)}
+    catalog = Catalog()
+    catalog.update({f"job-{n}": Entry(f"job-{n}", "declared") for n in range(100)})
     facade, history = SimpleNamespace(catalog=catalog), object()
     state = dict.fromkeys(catalog, 0)
 
@@ -49,7 +63,7 @@ def test_kept_samples_are_read_afresh_after_more_touches_than_they_can_track() -
         return JobSample(entry.id, None, None, None, float(state[entry.id]), 0, False)
 
     def read() -> dict[str, float | None]:
-        found = cache.samples(facade, history, frozenset(), True, sample)  # type: ignore[arg-type]
+        found, _ = cache.samples(facade, history, frozenset(), True, sample)  # type: ignore[arg-type]
         return {s.job_id: s.next_run for s in found}
 
     cache = JobSamples()
@@ -60,3 +74,39 @@ def test_kept_samples_are_read_afresh_after_more_touches_than_they_can_track() -
         cache.touched(f"gone-{n}")
     assert len(cache._touched) < 1200
     assert read()["job-5"] == 7
+
+
+def test_kept_samples_follow_touches_and_the_catalogs_entries() -> None:
+    """Between scrapes only touched jobs are read again, and the places of those are
+    given; an entry set or removed lays every job out afresh."""
+    from types import SimpleNamespace
+
+    from engine.core.samples import JobSamples
+    from engine.scheduler.catalog import Catalog, Entry
+
+    catalog = Catalog()
+    for n in (3, 1, 2):
+        catalog[f"job-{n}"] = Entry(f"job-{n}", "declared")
+    facade, history = SimpleNamespace(catalog=catalog), object()
+    state = dict.fromkeys(catalog, 0.0)
+    cache = JobSamples()
+
+    def read() -> tuple[dict[str, float | None], list[int] | None]:
+        def sample(entry: Entry) -> JobSample:
+            return JobSample(entry.id, None, None, None, state[entry.id], 0, False)
+
+        found, changed = cache.samples(facade, history, frozenset(), True, sample)  # type: ignore[arg-type]
+        return {s.job_id: s.next_run for s in found}, changed
+
+    assert read() == ({"job-1": 0.0, "job-2": 0.0, "job-3": 0.0}, None)
+    assert list(read()[0]) == ["job-1", "job-2", "job-3"]  # in id order
+    state["job-2"] = state["job-3"] = 5.0
+    cache.touched("job-3")
+    assert read() == ({"job-1": 0.0, "job-2": 0.0, "job-3": 5.0}, [2])  # job-2: untouched
+    catalog["job-0"] = Entry("job-0", "runtime")
+    state["job-0"] = 9.0
+    cache.touched("job-2")
+    assert read() == ({"job-0": 9.0, "job-1": 0.0, "job-2": 5.0, "job-3": 5.0}, None)
+    del catalog["job-1"]
+    assert read() == ({"job-0": 9.0, "job-2": 5.0, "job-3": 5.0}, None)
+    assert read() == ({"job-0": 9.0, "job-2": 5.0, "job-3": 5.0}, [])

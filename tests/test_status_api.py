@@ -894,6 +894,56 @@ async def test_specs_follow_pauses_edits_and_removals_between_polls(
         assert edited["hourly"]["runtime_paused"] is False  # an edit ends a runtime pause
 
 
+async def test_jobs_follow_runs_pauses_replacements_edits_and_removals_between_polls(
+    settings: Settings, schedules: Path, jobs: ModuleType
+) -> None:
+    """/jobs keeps each job's encoded Job between polls and encodes again only the jobs
+    that changed (and of those only what changed): after each change, every Job it lists
+    is the one /jobs/{id} builds afresh."""
+    write(schedules / "plain.yaml", HOURLY)
+    write(schedules / "leaky.yaml", LEAKY)
+
+    async def listed() -> dict[str, Any]:
+        answer = await engine.get("/jobs")
+        assert answer["count"] == len(answer["jobs"])
+        for job in answer["jobs"]:
+            fresh = await engine.get(f"/jobs/{job['id']}")
+            fresh.pop("runs")
+            assert job == fresh, job["id"]
+        return {job["id"]: job for job in answer["jobs"]}
+
+    async with running(settings) as engine:
+        first = await listed()
+        assert set(first) == {"copy-db", "hourly"} and first["hourly"]["last_run"] is None
+
+        assert await engine.scheduler.run_job("hourly") is True
+        await eventually(lambda: jobs.calls, what="the run")
+        await eventually(engine.until_runs("hourly", lambda runs: runs[0]["finished_at"]))
+        ran = await listed()
+        assert ran["hourly"]["last_run"]["status"] == "success"
+        assert ran["copy-db"] == first["copy-db"]
+
+        assert await engine.scheduler.pause_job("hourly") is True
+        paused = await listed()
+        assert paused["hourly"]["paused"] is True and paused["hourly"]["next_run_time"] is None
+        assert await engine.scheduler.resume_job("hourly") is True
+        assert (await listed())["hourly"]["paused"] is False
+
+        await engine.scheduler.add_cron_job(jobs.ping, "runtime", minute="5")
+        assert (await listed())["runtime"]["trigger"]["expression"] == "0 5 * * * *"
+        await engine.scheduler.add_cron_job(jobs.ping, "runtime", minute="7", replace_existing=True)
+        assert (await listed())["runtime"]["trigger"]["expression"] == "0 7 * * * *"
+
+        write(schedules / "plain.yaml", HOURLY.replace('"0 * * * *"', '"30 * * * *"'))
+        write(schedules / "leaky.yaml", "jobs: {}\n")
+        await engine.reconcile()
+        edited = await listed()
+        assert set(edited) == {"hourly", "runtime"}
+        assert edited["hourly"]["trigger"]["expression"] == "30 * * * *"
+        assert await engine.scheduler.remove_job("runtime") is True
+        assert set(await listed()) == {"hourly"}
+
+
 # -- JSON that never fails ------------------------------------------------------------------
 
 
@@ -940,14 +990,14 @@ async def test_a_read_model_with_values_json_cannot_hold_is_served_not_a_500(
     import engine.core.views as views
 
     write(schedules / "hourly.yaml", HOURLY)
-    real = views.job_info
+    real = views.job_static
 
     def odd_job(*args: Any) -> dict[str, Any]:
         job = dict(real(*args))
         job["kwargs"] = {"when": float("nan"), "what": {1, 2}, "raw": object()}
         return job
 
-    monkeypatch.setattr(views, "job_info", odd_job)
+    monkeypatch.setattr(views, "job_static", odd_job)
     async with running(settings) as engine:
         response = await engine.client.get("/jobs")
         assert response.status_code == 200

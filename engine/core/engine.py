@@ -315,7 +315,7 @@ class Engine:
         if self.leading:
             self.persister.time_changed(job_id)
 
-    def _job_samples(self) -> list[JobSample]:
+    def _job_samples(self) -> tuple[list[JobSample], list[int] | None]:
         """The per-job series of ``/metrics``, read at scrape time (kept while untouched)."""
         stale = self.stale_files()
         facade, history = self.facade, self.history
@@ -335,11 +335,14 @@ class Engine:
                 bool(entry.file and entry.file in stale),
             )
 
-        found = self.samples.samples(facade, history, stale, self.leading, sample)
-        declared = sum(1 for entry in list(facade.catalog.values()) if entry.source == "declared")
-        self.metrics.jobs.labels("declared").set(declared)
-        self.metrics.jobs.labels("runtime").set(len(found) - declared)
-        return found
+        found, changed = self.samples.samples(facade, history, stale, self.leading, sample)
+        if changed is None:  # the entries may have changed: count them again
+            declared = sum(
+                1 for entry in list(facade.catalog.values()) if entry.source == "declared"
+            )
+            self.metrics.jobs.labels("declared").set(declared)
+            self.metrics.jobs.labels("runtime").set(len(found) - declared)
+        return found, changed
 
     def _loop_blocked(self, job_id: str | None, attempt: int | None, seconds: float) -> None:
         """The loop was held for ``seconds``: name the run, and put it on its record."""
@@ -425,15 +428,16 @@ class Engine:
             cached = self._bodies.get("jobs")
             if cached is not None and cached[0] == version:
                 return cached[1], cached[2]
-            entries, touched = self.views.plan_jobs_body()
-            if len(entries) > BIG:
-                body = await self.blocking(self.views.jobs_body, entries, touched)
+            plan = self.views.plan_jobs_body()
+            big = len(self.facade.catalog) > BIG
+            if big:
+                body = await self.blocking(self.views.jobs_body, plan)
             else:
-                body = self.views.jobs_body(entries, touched)
+                body = self.views.jobs_body(plan)
             tag = '"' + "-".join(str(part) for part in (*version, "jobs")) + '"'
             # The whole body is kept only while small: a large one is joined again from
             # the jobs' parts (cheap), so it is not held twice.
-            if len(entries) <= BIG:
+            if not big:
                 self._bodies["jobs"] = (version, tag, body)
             return tag, body
 

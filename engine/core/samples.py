@@ -5,7 +5,9 @@ lookups and three datetime conversions each) although, between two scrapes, only
 jobs that ran, fired or changed can have moved. The engine says which (``touched``, from
 the same hooks as the ``/jobs`` read model); everything is read again when the facade,
 the history or the set of stale files is another, and always on a standby, whose history
-is merged from the database without per-run hooks.
+is merged from the database without per-run hooks. While the catalog holds the same
+entries (its ``version``), a scrape does not even visit the others: it reads the touched
+jobs at their places and tells ``Metrics`` which places changed.
 """
 
 from __future__ import annotations
@@ -24,7 +26,12 @@ __all__ = ["JobSamples"]
 
 class JobSamples:
     def __init__(self) -> None:
-        self._kept: dict[str, tuple[Entry, JobSample]] = {}
+        # Every job's sample in id order, with each job's place, kept while the catalog
+        # holds the same entries (its version); a scrape reads again the touched ones.
+        self._ids: list[str] = []
+        self._entries: list[Entry] = []
+        self._samples: list[JobSample] = []
+        self._at: dict[str, int] = {}
         self._base: tuple[Any, ...] | None = None
         self._touched: set[str] = set()
         self._lock = threading.Lock()  # a run may begin in a task thread
@@ -34,7 +41,7 @@ class JobSamples:
         with self._lock:
             touched = self._touched
             touched.add(job_id)
-            if len(touched) > len(self._kept) + 1024:  # nobody scrapes: read all afresh
+            if len(touched) > len(self._samples) + 1024:  # nobody scrapes: read all afresh
                 touched.clear()
                 self._base = None
 
@@ -45,22 +52,38 @@ class JobSamples:
         stale: frozenset[str],
         leading: bool,
         sample: Callable[[Entry], JobSample],
-    ) -> list[JobSample]:
-        """Every job's sample in catalog order, each read again only if it may have moved."""
+    ) -> tuple[list[JobSample], list[int] | None]:
+        """Every job's sample in id order, and the places of those read again since the
+        last call (None: any may have changed). Only touched jobs are read again while
+        the catalog holds the same entries; the others keep their sample."""
         with self._lock:
             touched, self._touched = self._touched, set()
-        base = (id(facade), id(history), stale)
-        if not leading or base != self._base:
-            self._kept, self._base = {}, (base if leading else None)
-        kept, out = self._kept, []
-        entries = list(facade.catalog.items())
-        for job_id, entry in entries:
+        catalog = facade.catalog
+        base = (id(facade), id(history), stale, id(catalog), getattr(catalog, "version", None))
+        if leading and base == self._base and base[-1] is not None:
+            at, entries, samples, changed = self._at, self._entries, self._samples, []
+            for job_id in touched:
+                index = at.get(job_id)
+                if index is not None:
+                    samples[index] = sample(entries[index])
+                    changed.append(index)
+            changed.sort()
+            return samples, changed
+        # The entries changed (or this is a standby, whose history is merged from the
+        # database without per-run hooks): every sample afresh, in a new layout.
+        kept = dict(zip(self._ids, zip(self._entries, self._samples, strict=True), strict=True))
+        if not leading or base[:3] != (self._base or ())[:3]:
+            kept = {}
+        ids = sorted(catalog)
+        entries = [catalog[job_id] for job_id in ids]
+        samples = []
+        for job_id, entry in zip(ids, entries, strict=True):
             found = kept.get(job_id)
             if found is None or found[0] is not entry or job_id in touched:
-                found = kept[job_id] = (entry, sample(entry))
-            out.append(found[1])
-        if len(kept) > len(entries) + 1024:  # jobs gone
-            live = {job_id for job_id, _ in entries}
-            for job_id in [j for j in kept if j not in live]:
-                del kept[job_id]
-        return out
+                samples.append(sample(entry))
+            else:
+                samples.append(found[1])
+        self._ids, self._entries, self._samples = ids, entries, samples
+        self._at = {job_id: index for index, job_id in enumerate(ids)}
+        self._base = base if leading else None
+        return samples, None

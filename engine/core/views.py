@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from engine.files.spec import as_dict
 from engine.jsontext import dumps
@@ -21,9 +21,11 @@ from engine.scheduler.jobs import describe_trigger, trigger_for
 from engine.state.history import History
 
 if TYPE_CHECKING:
+    from apscheduler.job import Job
+
     from engine.scheduler.facade import SchedulerFacade
 
-__all__ = ["Views", "job_info"]
+__all__ = ["JobsPlan", "Views", "job_dynamic", "job_info", "job_static"]
 
 BIG = 2_000  # jobs above which an answer is built off the event loop
 
@@ -39,19 +41,16 @@ def _describe(trigger: dict[str, Any]) -> str | None:
         return None
 
 
-def job_info(
+def job_static(
     facade: SchedulerFacade,
-    history: History,
     entry: Entry,
+    job: Job | None,
     stale_files: frozenset[str],
     descriptions: dict[tuple[str, str, str | None], str | None],
 ) -> dict[str, Any]:
-    """The Job of the status API (contract section 5)."""
-    job_id = entry.id
-    job = facade.store.lookup_job(job_id)
+    """What a Job says that only an edit, a pause or a new trigger changes."""
     spec = entry.spec
     task = entry.task
-    tz: tzinfo = entry.tz or UTC
     if job is not None:
         trigger = describe_trigger(job.trigger)
     elif spec is not None:
@@ -62,28 +61,74 @@ def job_info(
     if key not in descriptions:
         descriptions[key] = _describe(trigger)
     trigger["description"] = descriptions[key]
-    next_run = job.next_run_time if job is not None else None
-    last = history.last_finished(job_id)
-    last_success = history.last_success_at(job_id)
     return {
-        "id": job_id,
+        "id": entry.id,
         "task": task.ref if task is not None else None,
         "args": redact(list(task.args)) if task is not None else [],
         "kwargs": redact(task.kwargs) if task is not None else {},
         "trigger": trigger,
         "executor": task.executor if task is not None else "local",
-        "next_run_time": next_run.astimezone(tz).isoformat() if next_run else None,
         "paused": entry.runtime_paused or bool(spec and spec.paused),
         "source": entry.source,
         "file": entry.file,
         "line": entry.line,
         "description": redact(spec.description) if spec else None,
         "labels": redact(dict(spec.labels)) if spec else {},
+        "stale": entry.file in stale_files if entry.file else False,
+    }
+
+
+def job_dynamic(history: History, entry: Entry, job: Job | None) -> dict[str, Any]:
+    """What a Job says that a fire or a run changes."""
+    job_id = entry.id
+    tz: tzinfo = entry.tz or UTC
+    next_run = job.next_run_time if job is not None else None
+    last = history.last_finished(job_id)
+    last_success = history.last_success_at(job_id)
+    return {
+        "next_run_time": next_run.astimezone(tz).isoformat() if next_run else None,
         "running": history.running(job_id),
         "last_run": last.as_dict(tz) if last else None,
         "last_success_at": last_success.astimezone(tz).isoformat() if last_success else None,
-        "stale": entry.file in stale_files if entry.file else False,
     }
+
+
+def job_info(
+    facade: SchedulerFacade,
+    history: History,
+    entry: Entry,
+    stale_files: frozenset[str],
+    descriptions: dict[tuple[str, str, str | None], str | None],
+) -> dict[str, Any]:
+    """The Job of the status API (contract section 5)."""
+    job = facade.store.lookup_job(entry.id)
+    return job_static(facade, entry, job, stale_files, descriptions) | job_dynamic(
+        history, entry, job
+    )
+
+
+class JobsPlan(NamedTuple):
+    """What the loop hands a ``GET /jobs`` build: the catalog's (identity, version), its
+    entries in id order (None: the same as at the last build) and the jobs touched since."""
+
+    catalog: tuple[int, int]
+    entries: list[Entry] | None
+    touched: set[str]
+
+
+class _Layout:
+    """``GET /jobs`` in parts: each job's encoded Job at its place in id order, and the
+    encoded part of it that only an edit, a pause or a new trigger changes, with what that
+    part was made from. Kept while the catalog holds the same entries (its version)."""
+
+    __slots__ = ("at", "catalog", "entries", "parts", "statics")
+
+    def __init__(self, catalog: tuple[int, int], entries: list[Entry]) -> None:
+        self.catalog = catalog
+        self.entries = entries
+        self.at = {entry.id: index for index, entry in enumerate(entries)}
+        self.parts: list[bytes] = [b""] * len(entries)
+        self.statics: list[tuple[Any, bytes] | None] = [None] * len(entries)
 
 
 class Views:
@@ -103,9 +148,10 @@ class Views:
         self._descriptions: dict[tuple[str, str, str | None], str | None] = {}
         self._jobs_cache: tuple[tuple[Any, ...], list[dict[str, Any]]] | None = None
         # ``GET /jobs`` is assembled from each job's encoded Job, kept until the job is
-        # touched (a run, an edit, a fire moving its next run time): a poll rebuilds only
-        # the jobs that changed, not all of them.
-        self._parts: dict[str, tuple[Entry, bytes]] = {}
+        # touched (a run, an edit, a fire moving its next run time): while the catalog
+        # holds the same entries, a poll visits only the jobs that changed, and of each
+        # encodes again only what a run or a fire changes.
+        self._layout: _Layout | None = None
         self._parts_base: tuple[Any, ...] | None = None
         self._touched: set[str] = set()
         self._touched_lock = threading.Lock()  # a run may begin in a task thread
@@ -117,36 +163,70 @@ class Views:
         with self._touched_lock:
             touched = self._touched
             touched.add(job_id)
-            if len(touched) > len(self._parts) + 1024:  # nobody reads /jobs: build afresh
-                touched.clear()
+            layout = self._layout
+            if len(touched) > (len(layout.parts) if layout else 0) + 1024:
+                touched.clear()  # nobody reads /jobs: build afresh
                 self._parts_base = None
 
-    def plan_jobs_body(self) -> tuple[list[Entry], set[str]]:
-        """On the loop: the entries and the jobs touched since the last plan."""
+    def plan_jobs_body(self) -> JobsPlan:
+        """On the loop: the jobs touched since the last plan, and the entries in id order
+        unless the catalog holds the same ones as at the last build (then None)."""
         facade, history = self._facade(), self._history()
         base = (id(facade), id(history), self._revision(), self._stale())
         if base != self._parts_base:
-            self._parts, self._parts_base = {}, base
+            self._layout, self._parts_base = None, base
         with self._touched_lock:
             touched, self._touched = self._touched, set()
-        return self.snapshot(), touched
+        catalog = facade.catalog
+        version = (id(catalog), getattr(catalog, "version", -1))
+        layout = self._layout
+        if layout is not None and layout.catalog == version and version[1] >= 0:
+            return JobsPlan(version, None, touched)
+        return JobsPlan(version, self.snapshot(), touched)
 
-    def jobs_body(self, entries: list[Entry], touched: set[str]) -> bytes:
-        """The body of ``GET /jobs`` (may run off the loop; one at a time)."""
+    def jobs_body(self, plan: JobsPlan) -> bytes:
+        """The body of ``GET /jobs`` (may run off the loop; one build at a time)."""
         facade, history, stale = self._facade(), self._history(), self._stale()
-        parts = self._parts
-        out: list[bytes] = []
-        for entry in entries:
-            kept = parts.get(entry.id)
-            if kept is None or kept[0] is not entry or entry.id in touched:
-                info = job_info(facade, history, entry, stale, self._descriptions)
-                kept = parts[entry.id] = (entry, dumps(info))
-            out.append(kept[1])
-        if len(parts) > len(entries) + 1024:  # jobs gone
-            live = {entry.id for entry in entries}
-            for job_id in [j for j in parts if j not in live]:
-                del parts[job_id]
-        return b'{"count":%d,"jobs":[' % len(out) + b",".join(out) + b"]}"
+        old, touched = self._layout, plan.touched
+        if plan.entries is None and old is not None:
+            layout = old
+            for job_id in touched:
+                index = layout.at.get(job_id)
+                if index is not None:
+                    self._encode(layout, index, facade, history, stale)
+        else:
+            entries = plan.entries if plan.entries is not None else self.snapshot()
+            layout = _Layout(plan.catalog, entries)
+            for index, entry in enumerate(entries):
+                was = old.at.get(entry.id) if old is not None else None
+                if was is not None and old is not None and old.entries[was] is entry:
+                    layout.statics[index] = old.statics[was]
+                    if entry.id not in touched:
+                        layout.parts[index] = old.parts[was]
+                        continue
+                self._encode(layout, index, facade, history, stale)
+            self._layout = layout
+        parts = layout.parts
+        return b'{"count":%d,"jobs":[' % len(parts) + b",".join(parts) + b"]}"
+
+    def _encode(
+        self,
+        layout: _Layout,
+        index: int,
+        facade: SchedulerFacade,
+        history: History,
+        stale: frozenset[str],
+    ) -> None:
+        """Encode the job at ``index`` again; its static part only if what it is made
+        from (the entry's runtime pause, the live job's trigger) is another."""
+        entry = layout.entries[index]
+        job = facade.store.lookup_job(entry.id)
+        made_of = (entry.runtime_paused, job.trigger if job is not None else None)
+        static = layout.statics[index]
+        if static is None or static[0][0] != made_of[0] or static[0][1] is not made_of[1]:
+            info = job_static(facade, entry, job, stale, self._descriptions)
+            static = layout.statics[index] = (made_of, dumps(info)[:-1])
+        layout.parts[index] = static[1] + b"," + dumps(job_dynamic(history, entry, job))[1:]
 
     def version(self) -> tuple[Any, ...]:
         facade, history = self._facade(), self._history()

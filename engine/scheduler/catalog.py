@@ -19,11 +19,55 @@ from engine.execution.task import Task
 from engine.files.spec import JobSpec
 from engine.reconciler import LiveJob
 
-__all__ = ["RUN_REF", "BoundedJob", "Entry", "build_job"]
+__all__ = ["RUN_REF", "BoundedJob", "Catalog", "Entry", "build_job"]
 
 log = logging.getLogger("schedctl.scheduler")
 RUN_REF = "engine.execution.runner:run"  # the textual callable of every job (never called)
 CATCH_UP_LIMIT = 1000  # fire times computed in one pass for one job, at most
+
+
+class Catalog(dict[str, "Entry"]):
+    """The engine's entries by job id. ``version`` moves whenever an entry is set or
+    removed, so a read model can keep its layout of the jobs while only their runs and
+    fire times change (those are told per job: ``Views.touched``)."""
+
+    __slots__ = ("version",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.version = 0
+
+    def __setitem__(self, key: str, value: Entry) -> None:
+        self.version += 1
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self.version += 1
+        super().__delitem__(key)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        self.version += 1
+        return super().pop(key, *default)
+
+    def popitem(self) -> tuple[str, Entry]:
+        self.version += 1
+        return super().popitem()
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        self.version += 1
+        return super().setdefault(key, default)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self.version += 1
+        super().update(*args, **kwargs)
+
+    def __ior__(self, other: Any) -> Catalog:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def clear(self) -> None:
+        self.version += 1
+        super().clear()
 
 
 @dataclass(slots=True)

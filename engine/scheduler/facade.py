@@ -23,7 +23,7 @@ from apscheduler.triggers.base import BaseTrigger
 from engine.execution.dispatch import Dispatcher
 from engine.files.spec import JobSpec, as_dict
 from engine.reconciler import Desired, LiveJob, Op, Plan, Step
-from engine.scheduler.catalog import Entry, build_job
+from engine.scheduler.catalog import Catalog, Entry, build_job
 from engine.scheduler.jobs import task_of, trigger_for
 from engine.scheduler.store import HeapJobStore
 from engine.scheduler.triggers import CrontabTrigger
@@ -73,7 +73,7 @@ class SchedulerFacade:
                 "max_instances": 1,
             },
         )
-        self.catalog: dict[str, Entry] = {}
+        self.catalog = Catalog()
         self._fire_cache: dict[tuple[Any, ...], datetime | None] = {}
         self.calls = 0  # job-store mutations made for plans and the runtime API
         self.changes = 0  # bumped on every change of a job: read models cache on it
