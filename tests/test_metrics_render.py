@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from engine.metrics import JobSample, Metrics
@@ -110,3 +111,38 @@ def test_kept_samples_follow_touches_and_the_catalogs_entries() -> None:
     del catalog["job-1"]
     assert read() == ({"job-0": 9.0, "job-2": 5.0, "job-3": 5.0}, None)
     assert read() == ({"job-0": 9.0, "job-2": 5.0, "job-3": 5.0}, [])
+
+
+def test_a_scrape_that_fails_midway_loses_no_touched_job() -> None:
+    from types import SimpleNamespace
+
+    from engine.core.samples import JobSamples
+    from engine.scheduler.catalog import Catalog, Entry
+
+    catalog = Catalog()
+    for n in range(3):
+        catalog[f"job-{n}"] = Entry(f"job-{n}", "declared")
+    facade, history = SimpleNamespace(catalog=catalog), object()
+    state = dict.fromkeys(catalog, 0.0)
+    broken = {"job-0"}
+    cache = JobSamples()
+
+    def sample(entry: Entry) -> JobSample:
+        if entry.id in broken:
+            raise RuntimeError("a history being swapped")
+        return JobSample(entry.id, None, None, None, state[entry.id], 0, False)
+
+    def read() -> dict[str, float | None]:
+        found, _ = cache.samples(facade, history, frozenset(), True, sample)  # type: ignore[arg-type]
+        return {s.job_id: s.next_run for s in found}
+
+    broken.clear()
+    assert read() == {"job-0": 0.0, "job-1": 0.0, "job-2": 0.0}
+    state["job-0"] = state["job-2"] = 4.0
+    cache.touched("job-0")
+    cache.touched("job-2")
+    broken.add("job-0")
+    with pytest.raises(RuntimeError):
+        read()
+    broken.clear()
+    assert read() == {"job-0": 4.0, "job-1": 0.0, "job-2": 4.0}

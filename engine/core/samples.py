@@ -56,6 +56,20 @@ class JobSamples:
         """Every job's sample in id order, and the places of those read again since the
         last call (None: any may have changed). Only touched jobs are read again while
         the catalog holds the same entries; the others keep their sample."""
+        try:
+            return self._samples_of(facade, history, stale, leading, sample)
+        except BaseException:
+            self._base = None  # the touched jobs are not lost: all are read again
+            raise
+
+    def _samples_of(
+        self,
+        facade: SchedulerFacade,
+        history: History,
+        stale: frozenset[str],
+        leading: bool,
+        sample: Callable[[Entry], JobSample],
+    ) -> tuple[list[JobSample], list[int] | None]:
         with self._lock:
             touched, self._touched = self._touched, set()
         catalog = facade.catalog

@@ -186,6 +186,13 @@ class Views:
 
     def jobs_body(self, plan: JobsPlan) -> bytes:
         """The body of ``GET /jobs`` (may run off the loop; one build at a time)."""
+        try:
+            return self._jobs_body(plan)
+        except BaseException:
+            self._parts_base = None  # the touched jobs are not lost: all are built again
+            raise
+
+    def _jobs_body(self, plan: JobsPlan) -> bytes:
         facade, history, stale = self._facade(), self._history(), self._stale()
         old, touched = self._layout, plan.touched
         if plan.entries is None and old is not None:
