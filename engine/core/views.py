@@ -21,8 +21,6 @@ from engine.scheduler.jobs import describe_trigger, trigger_for
 from engine.state.history import History
 
 if TYPE_CHECKING:
-    from apscheduler.job import Job
-
     from engine.scheduler.facade import SchedulerFacade
 
 __all__ = ["JobsPlan", "Views", "job_dynamic", "job_info", "job_static"]
@@ -44,7 +42,7 @@ def _describe(trigger: dict[str, Any]) -> str | None:
 def job_static(
     facade: SchedulerFacade,
     entry: Entry,
-    job: Job | None,
+    job: Any,  # the live job, from facade.store.lookup_job (None: not scheduled)
     stale_files: frozenset[str],
     descriptions: dict[tuple[str, str, str | None], str | None],
 ) -> dict[str, Any]:
@@ -78,7 +76,7 @@ def job_static(
     }
 
 
-def job_dynamic(history: History, entry: Entry, job: Job | None) -> dict[str, Any]:
+def job_dynamic(history: History, entry: Entry, job: Any) -> dict[str, Any]:
     """What a Job says that a fire or a run changes."""
     job_id = entry.id
     tz: tzinfo = entry.tz or UTC
