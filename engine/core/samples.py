@@ -56,48 +56,38 @@ class JobSamples:
         """Every job's sample in id order, and the places of those read again since the
         last call (None: any may have changed). Only touched jobs are read again while
         the catalog holds the same entries; the others keep their sample."""
+        with self._lock:
+            touched, self._touched = self._touched, set()
         try:
-            return self._samples_of(facade, history, stale, leading, sample)
+            catalog = facade.catalog
+            base = (id(facade), id(history), stale, id(catalog), getattr(catalog, "version", None))
+            if leading and base == self._base and base[-1] is not None:
+                at, entries, samples, changed = self._at, self._entries, self._samples, []
+                for job_id in touched:
+                    index = at.get(job_id)
+                    if index is not None:
+                        samples[index] = sample(entries[index])
+                        changed.append(index)
+                changed.sort()
+                return samples, changed
+            # The entries changed (or this is a standby, whose history is merged from the
+            # database without per-run hooks): every sample afresh, in a new layout.
+            kept = dict(zip(self._ids, zip(self._entries, self._samples, strict=True), strict=True))
+            if not leading or base[:3] != (self._base or ())[:3]:
+                kept = {}
+            ids = sorted(catalog)
+            entries = [catalog[job_id] for job_id in ids]
+            samples = []
+            for job_id, entry in zip(ids, entries, strict=True):
+                found = kept.get(job_id)
+                if found is None or found[0] is not entry or job_id in touched:
+                    samples.append(sample(entry))
+                else:
+                    samples.append(found[1])
+            self._ids, self._entries, self._samples = ids, entries, samples
+            self._at = {job_id: index for index, job_id in enumerate(ids)}
+            self._base = base if leading else None
+            return samples, None
         except BaseException:
             self._base = None  # the touched jobs are not lost: all are read again
             raise
-
-    def _samples_of(
-        self,
-        facade: SchedulerFacade,
-        history: History,
-        stale: frozenset[str],
-        leading: bool,
-        sample: Callable[[Entry], JobSample],
-    ) -> tuple[list[JobSample], list[int] | None]:
-        with self._lock:
-            touched, self._touched = self._touched, set()
-        catalog = facade.catalog
-        base = (id(facade), id(history), stale, id(catalog), getattr(catalog, "version", None))
-        if leading and base == self._base and base[-1] is not None:
-            at, entries, samples, changed = self._at, self._entries, self._samples, []
-            for job_id in touched:
-                index = at.get(job_id)
-                if index is not None:
-                    samples[index] = sample(entries[index])
-                    changed.append(index)
-            changed.sort()
-            return samples, changed
-        # The entries changed (or this is a standby, whose history is merged from the
-        # database without per-run hooks): every sample afresh, in a new layout.
-        kept = dict(zip(self._ids, zip(self._entries, self._samples, strict=True), strict=True))
-        if not leading or base[:3] != (self._base or ())[:3]:
-            kept = {}
-        ids = sorted(catalog)
-        entries = [catalog[job_id] for job_id in ids]
-        samples = []
-        for job_id, entry in zip(ids, entries, strict=True):
-            found = kept.get(job_id)
-            if found is None or found[0] is not entry or job_id in touched:
-                samples.append(sample(entry))
-            else:
-                samples.append(found[1])
-        self._ids, self._entries, self._samples = ids, entries, samples
-        self._at = {job_id: index for index, job_id in enumerate(ids)}
-        self._base = base if leading else None
-        return samples, None
