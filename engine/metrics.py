@@ -121,8 +121,9 @@ def _label(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
-def _job_lines(sample: JobSample) -> tuple[str, str, str, str, str]:
-    """One job's lines of the five gauge families, in the client library's format."""
+def _job_lines(sample: JobSample) -> tuple[bytes, bytes, bytes, bytes, bytes]:
+    """One job's lines of the five gauge families, in the client library's format (as
+    UTF-8: a scrape joins bytes, not 4 MB of text to encode again)."""
     job = _label(sample.job_id)
     success = last = upcoming = ""
     if sample.last_success is not None:
@@ -145,7 +146,13 @@ def _job_lines(sample: JobSample) -> tuple[str, str, str, str, str]:
         f"{floatToGoString(sample.consecutive_failures)}\n"
     )
     stale = f'schedctl_job_stale{{job_id="{job}"}} {"1.0" if sample.stale else "0.0"}\n'
-    return success, last, upcoming, failures, stale
+    return (
+        success.encode(),
+        last.encode(),
+        upcoming.encode(),
+        failures.encode(),
+        stale.encode(),
+    )
 
 
 class Metrics:
@@ -158,15 +165,15 @@ class Metrics:
         # The registry holds the engine-wide series; the per-job ones are written by
         # render() (see the module docstring), so a scrape at 10k jobs costs milliseconds.
         self.job_collector = _JobCollector(self)
-        self._lines: dict[str, tuple[JobSample, tuple[str, str, str, str, str]]] = {}
-        self._rows: list[tuple[str, str, str, str, str]] = []  # the lines, in sample order
+        self._lines: dict[str, tuple[JobSample, tuple[bytes, bytes, bytes, bytes, bytes]]] = {}
+        self._rows: list[tuple[bytes, bytes, bytes, bytes, bytes]] = []  # in sample order
         # ``schedctl_runs_total``: each line kept with the count it says, in label order;
         # while no (job, status) comes or goes, a scrape writes again only the lines of
         # those counted since the last one.
-        self._count_lines: dict[tuple[str, str], tuple[int, str]] = {}
+        self._count_lines: dict[tuple[str, str], tuple[int, bytes]] = {}
         self._count_order: list[tuple[str, str]] = []
         self._count_at: dict[tuple[str, str], int] = {}
-        self._count_text: list[str] = []
+        self._count_text: list[bytes] = []
         self._counted: set[tuple[str, str]] = set()
         self._counted_lock = threading.Lock()  # runs finish on the loop and in threads
         self._render_lock = threading.Lock()  # scrapes render one at a time
@@ -252,16 +259,16 @@ class Metrics:
 
     def render_jobs(self) -> bytes:
         """The per-job families, as ``generate_latest`` would write ``job_collector``'s."""
-        out: list[str] = []
+        out: list[bytes] = []
         name, kind, doc = _FAMILIES[0]
-        out.append(f"# HELP {name}_total {doc}\n# TYPE {name}_total {kind}\n")
+        out.append(f"# HELP {name}_total {doc}\n# TYPE {name}_total {kind}\n".encode())
         counts, written = self.counts, self._count_lines
         with self._counted_lock:
             counted, self._counted = self._counted, set()
         if len(self._count_order) != len(counts):  # a new (job, status): a new order
             order = self._count_order = sorted(counts)
             self._count_at = {key: index for index, key in enumerate(order)}
-            text = self._count_text = [""] * len(order)
+            text = self._count_text = [b""] * len(order)
             counted = set(order)
         else:
             text = self._count_text
@@ -272,7 +279,7 @@ class Metrics:
                 continue
             count = counts.get(key)
             if count is None:
-                text[index] = ""
+                text[index] = b""
                 continue
             line = written.get(key)
             if line is None or line[0] != count:
@@ -280,10 +287,10 @@ class Metrics:
                 line = written[key] = (
                     count,
                     f'schedctl_runs_total{{job_id="{_label(job_id)}",status="{_label(status)}"}} '
-                    f"{floatToGoString(count)}\n",
+                    f"{floatToGoString(count)}\n".encode(),
                 )
             text[index] = line[1]
-        out.append("".join(text))
+        out.append(b"".join(text))
         kept, lines = self._lines, self._rows
         samples, changed = self.source()
         if changed is None or len(lines) != len(samples):  # a new layout: every job's lines
@@ -305,6 +312,6 @@ class Metrics:
                     found = kept[sample.job_id] = (sample, _job_lines(sample))
                 lines[index] = found[1]
         for index, (name, kind, doc) in enumerate(_FAMILIES[1:]):
-            out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n")
-            out.append("".join(map(itemgetter(index), lines)))
-        return "".join(out).encode("utf-8")
+            out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n".encode())
+            out.append(b"".join(map(itemgetter(index), lines)))
+        return b"".join(out)
