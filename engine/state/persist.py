@@ -34,6 +34,7 @@ __all__ = ["Claim", "Persister"]
 log = logging.getLogger("schedctl.persist")
 _RunKey = tuple[str, float, int]
 _CHUNK = 500
+_JOBS_CHUNK = 2_000  # job rows written in one transaction, at most
 CLAIM_GAP = 0.001  # seconds; see Persister.claim_now
 
 
@@ -277,7 +278,12 @@ class Persister:
         for start in range(0, len(run_rows), _CHUNK):
             self.db.write_runs(run_rows[start : start + _CHUNK], self._limit)
             self._write_claims()  # due runs do not wait behind history
-        self.db.write_jobs(upserts, removals, fence)
+        # Job rows too, a chunk a transaction: 100,000 of them written at a start held
+        # SQLite's write lock for seconds, so claims waited and other writers timed out.
+        for start in range(0, len(upserts), _JOBS_CHUNK):
+            self.db.write_jobs(upserts[start : start + _JOBS_CHUNK], (), fence)
+            self._write_claims()
+        self.db.write_jobs((), removals, fence)
         self.db.write_next_runs(moved, fence)
         self.db.put_facts(facts, fence)
         self.db.add_events(events)
