@@ -74,7 +74,7 @@ class _JobCollector(Collector):
             "1 while the job's file is invalid and the job runs as last applied.",
             labels=["job_id"],
         )
-        for sample in self.metrics.source()[0]:
+        for sample in self.metrics.job_samples():
             labels = [sample.job_id]
             if sample.last_success is not None:
                 success.add_metric(labels, sample.last_success)
@@ -167,6 +167,9 @@ class Metrics:
         self.job_collector = _JobCollector(self)
         self._lines: dict[str, tuple[JobSample, tuple[bytes, bytes, bytes, bytes, bytes]]] = {}
         self._rows: list[tuple[bytes, bytes, bytes, bytes, bytes]] = []  # in sample order
+        # The places ``source`` said changed since the last render, whoever asked it.
+        self._changed: set[int] = set()
+        self._all_changed = True
         # ``schedctl_runs_total``: each line kept with the count it says, in label order;
         # while no (job, status) comes or goes, a scrape writes again only the lines of
         # those counted since the last one.
@@ -253,6 +256,21 @@ class Metrics:
             self._count_lines.pop(key, None)
         self._count_order = []  # made again at the next render
 
+    def job_samples(self) -> list[JobSample]:
+        """Every job's sample, for ``job_collector`` (another registry's scrape): what
+        changed is kept for the next ``render``, which would miss it otherwise."""
+        with self._render_lock:
+            return self._take_samples()
+
+    def _take_samples(self) -> list[JobSample]:
+        """``source()``, remembering which places changed (under the render lock)."""
+        samples, changed = self.source()
+        if changed is None:
+            self._all_changed = True
+        else:
+            self._changed.update(changed)
+        return samples
+
     def render(self) -> bytes:
         with self._render_lock:
             return self.render_jobs() + generate_latest(self.registry)
@@ -292,8 +310,10 @@ class Metrics:
             text[index] = line[1]
         out.append(b"".join(text))
         kept, lines = self._lines, self._rows
-        samples, changed = self.source()
-        if changed is None or len(lines) != len(samples):  # a new layout: every job's lines
+        samples = self._take_samples()
+        changed, self._changed = self._changed, set()
+        all_changed, self._all_changed = self._all_changed, False
+        if all_changed or len(lines) != len(samples):  # a new layout: every job's lines
             lines = self._rows = []
             for sample in samples:
                 found = kept.get(sample.job_id)
@@ -305,7 +325,7 @@ class Metrics:
                 for job_id in [j for j in kept if j not in seen]:
                     del kept[job_id]
         else:  # the same jobs: the lines of those whose sample changed
-            for index in changed:
+            for index in sorted(changed):
                 sample = samples[index]
                 found = kept.get(sample.job_id)
                 if found is None or (found[0] is not sample and found[0] != sample):

@@ -146,3 +146,24 @@ def test_a_scrape_that_fails_midway_loses_no_touched_job() -> None:
         read()
     broken.clear()
     assert read() == {"job-0": 4.0, "job-1": 0.0, "job-2": 4.0}
+
+
+def test_another_registrys_scrape_between_renders_hides_no_change_from_the_next() -> None:
+    """``source`` says which samples changed since it was last asked; a scrape of
+    ``job_collector`` through another registry asks it too, and the next ``/metrics``
+    render still writes the lines of what changed meanwhile."""
+    samples = [JobSample(f"job-{n}", None, None, None, 1e9 + n, 0, False) for n in range(4)]
+    pending: list[int] | None = None  # None: the first call lays every job out
+
+    def source() -> tuple[list[JobSample], list[int] | None]:
+        nonlocal pending
+        said, pending = pending, []
+        return list(samples), said
+
+    metrics = Metrics()
+    metrics.source = source
+    assert metrics.render_jobs() == _library_text(metrics)
+    samples[2] = JobSample("job-2", 5.0, 6.0, "success", 2e9, 0, False)
+    pending = [2]
+    assert b'job_id="job-2"} 5.0' in _library_text(metrics)  # it took the news
+    assert metrics.render_jobs() == _library_text(metrics)
