@@ -12,10 +12,10 @@ jobs at their places and tells ``Metrics`` which places changed.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
+from engine.core.touched import Touched
 from engine.metrics import JobSample
 from engine.scheduler.catalog import Entry
 from engine.scheduler.facade import SchedulerFacade
@@ -33,17 +33,11 @@ class JobSamples:
         self._samples: list[JobSample] = []
         self._at: dict[str, int] = {}
         self._base: tuple[Any, ...] | None = None
-        self._touched: set[str] = set()
-        self._lock = threading.Lock()  # a run may begin in a task thread
+        self._touched = Touched(lambda: len(self._samples))
 
     def touched(self, job_id: str) -> None:
         """The job's sample may have changed; called after the change, from any thread."""
-        with self._lock:
-            touched = self._touched
-            touched.add(job_id)
-            if len(touched) > len(self._samples) + 1024:  # nobody scrapes: read all afresh
-                touched.clear()
-                self._base = None
+        self._touched.add(job_id)
 
     def samples(
         self,
@@ -56,8 +50,9 @@ class JobSamples:
         """Every job's sample in id order, and the places of those read again since the
         last call (None: any may have changed). Only touched jobs are read again while
         the catalog holds the same entries; the others keep their sample."""
-        with self._lock:
-            touched, self._touched = self._touched, set()
+        touched, lost = self._touched.take()
+        if lost:  # nobody scraped for long: read all afresh
+            self._base = None
         try:
             catalog = facade.catalog
             base = (id(facade), id(history), stale, id(catalog), getattr(catalog, "version", None))

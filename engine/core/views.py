@@ -8,11 +8,11 @@ changes, so no read delays a due run and pollers of an unchanged state pay nothi
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from engine.core.touched import Touched
 from engine.files.spec import as_dict
 from engine.jsontext import dumps
 from engine.redact import redact, spec_secret_digests
@@ -151,30 +151,22 @@ class Views:
         # encodes again only what a run or a fire changes.
         self._layout: _Layout | None = None
         self._parts_base: tuple[Any, ...] | None = None
-        self._touched: set[str] = set()
-        self._touched_lock = threading.Lock()  # a run may begin in a task thread
+        self._touched = Touched(lambda: len(self._layout.parts) if self._layout else 0)
         # ``GET /specs``: each job's encoded part, with what it was made from.
         self._spec_parts: dict[str, tuple[Entry, bool, tuple[Any, ...], bytes]] = {}
 
     def touched(self, job_id: str) -> None:
         """The job's Job may have changed; called after the change, from any thread."""
-        with self._touched_lock:
-            touched = self._touched
-            touched.add(job_id)
-            layout = self._layout
-            if len(touched) > (len(layout.parts) if layout else 0) + 1024:
-                touched.clear()  # nobody reads /jobs: build afresh
-                self._parts_base = None
+        self._touched.add(job_id)
 
     def plan_jobs_body(self) -> JobsPlan:
         """On the loop: the jobs touched since the last plan, and the entries in id order
         unless the catalog holds the same ones as at the last build (then None)."""
         facade, history = self._facade(), self._history()
         base = (id(facade), id(history), self._revision(), self._stale())
-        if base != self._parts_base:
+        touched, lost = self._touched.take()
+        if lost or base != self._parts_base:
             self._layout, self._parts_base = None, base
-        with self._touched_lock:
-            touched, self._touched = self._touched, set()
         catalog = facade.catalog
         version = (id(catalog), getattr(catalog, "version", -1))
         layout = self._layout
