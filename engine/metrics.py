@@ -11,7 +11,7 @@ write (``_JobCollector`` says the same through the library, for other registries
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from operator import itemgetter
 
@@ -155,6 +155,33 @@ def _job_lines(sample: JobSample) -> tuple[bytes, bytes, bytes, bytes, bytes]:
     )
 
 
+class _Joined:
+    """Many short byte strings in order, kept joined in blocks of ``BLOCK``: setting one
+    joins its block again, not all. (Joining 60,000 lines cost half a 10k-job scrape.)"""
+
+    BLOCK = 256
+
+    def __init__(self, items: Iterable[bytes] = ()) -> None:
+        self._items = list(items)
+        self._blocks: list[bytes | None] = [None] * -(-len(self._items) // self.BLOCK)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __setitem__(self, index: int, value: bytes) -> None:
+        if self._items[index] is not value:
+            self._items[index] = value
+            self._blocks[index // self.BLOCK] = None
+
+    def blocks(self) -> list[bytes]:
+        """The items, joined by blocks: ``b"".join`` of these is all of them."""
+        blocks, items, size = self._blocks, self._items, self.BLOCK
+        for at, block in enumerate(blocks):
+            if block is None:
+                blocks[at] = b"".join(items[at * size : (at + 1) * size])
+        return blocks  # type: ignore[return-value]  # every block is joined now
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -166,7 +193,8 @@ class Metrics:
         # render() (see the module docstring), so a scrape at 10k jobs costs milliseconds.
         self.job_collector = _JobCollector(self)
         self._lines: dict[str, tuple[JobSample, tuple[bytes, bytes, bytes, bytes, bytes]]] = {}
-        self._rows: list[tuple[bytes, bytes, bytes, bytes, bytes]] = []  # in sample order
+        # Each gauge family's lines, one per job in sample order.
+        self._families = [_Joined() for _ in _FAMILIES[1:]]
         # The places ``source`` said changed since the last render, whoever asked it.
         self._changed: set[int] = set()
         self._all_changed = True
@@ -176,7 +204,7 @@ class Metrics:
         self._count_lines: dict[tuple[str, str], tuple[int, bytes]] = {}
         self._count_order: list[tuple[str, str]] = []
         self._count_at: dict[tuple[str, str], int] = {}
-        self._count_text: list[bytes] = []
+        self._count_text = _Joined()
         self._counted: set[tuple[str, str]] = set()
         self._counted_lock = threading.Lock()  # runs finish on the loop and in threads
         self._render_lock = threading.Lock()  # scrapes render one at a time
@@ -273,10 +301,14 @@ class Metrics:
 
     def render(self) -> bytes:
         with self._render_lock:
-            return self.render_jobs() + generate_latest(self.registry)
+            return b"".join([*self._job_parts(), generate_latest(self.registry)])
 
     def render_jobs(self) -> bytes:
         """The per-job families, as ``generate_latest`` would write ``job_collector``'s."""
+        with self._render_lock:
+            return b"".join(self._job_parts())
+
+    def _job_parts(self) -> list[bytes]:
         out: list[bytes] = []
         name, kind, doc = _FAMILIES[0]
         out.append(f"# HELP {name}_total {doc}\n# TYPE {name}_total {kind}\n".encode())
@@ -286,7 +318,7 @@ class Metrics:
         if len(self._count_order) != len(counts):  # a new (job, status): a new order
             order = self._count_order = sorted(counts)
             self._count_at = {key: index for index, key in enumerate(order)}
-            text = self._count_text = [b""] * len(order)
+            text = self._count_text = _Joined([b""] * len(order))
             counted = set(order)
         else:
             text = self._count_text
@@ -308,18 +340,21 @@ class Metrics:
                     f"{floatToGoString(count)}\n".encode(),
                 )
             text[index] = line[1]
-        out.append(b"".join(text))
-        kept, lines = self._lines, self._rows
+        out += text.blocks()
+        kept, families = self._lines, self._families
         samples = self._take_samples()
         changed, self._changed = self._changed, set()
         all_changed, self._all_changed = self._all_changed, False
-        if all_changed or len(lines) != len(samples):  # a new layout: every job's lines
-            lines = self._rows = []
+        if all_changed or len(families[0]) != len(samples):  # a new layout: every job's lines
+            rows = []
             for sample in samples:
                 found = kept.get(sample.job_id)
                 if found is None or (found[0] is not sample and found[0] != sample):
                     found = kept[sample.job_id] = (sample, _job_lines(sample))
-                lines.append(found[1])
+                rows.append(found[1])
+            families = self._families = [
+                _Joined(map(itemgetter(index), rows)) for index in range(len(families))
+            ]
             if len(kept) > len(samples) + 1024:  # jobs gone
                 seen = {sample.job_id for sample in samples}
                 for job_id in [j for j in kept if j not in seen]:
@@ -330,8 +365,9 @@ class Metrics:
                 found = kept.get(sample.job_id)
                 if found is None or (found[0] is not sample and found[0] != sample):
                     found = kept[sample.job_id] = (sample, _job_lines(sample))
-                lines[index] = found[1]
-        for index, (name, kind, doc) in enumerate(_FAMILIES[1:]):
+                for family, line in zip(families, found[1], strict=True):
+                    family[index] = line
+        for (name, kind, doc), family in zip(_FAMILIES[1:], families, strict=True):
             out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n".encode())
-            out.append(b"".join(map(itemgetter(index), lines)))
-        return b"".join(out)
+            out += family.blocks()
+        return out

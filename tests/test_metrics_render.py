@@ -47,6 +47,32 @@ def test_per_job_series_are_written_as_the_client_library_writes_them() -> None:
     assert b"schedctl_fire_lateness_seconds_bucket" in metrics.render()
 
 
+def test_many_jobs_stay_byte_for_byte_as_changes_land_anywhere_in_the_kept_text() -> None:
+    """A scrape joins again only the stretch of lines around a change: a change at either
+    end of a stretch, or in several at once, still shows; the rest is as written."""
+    import random
+
+    draw = random.Random(7)
+    samples = [
+        JobSample(f"job-{n:04d}", None, float(n), "success", 2e9 + n, 0, False) for n in range(1000)
+    ]
+    changed: list[int] | None = None
+    metrics = Metrics()
+    metrics.source = lambda: (list(samples), changed)
+    metrics.counts = {(s.job_id, "success"): 1 for s in samples}
+    assert metrics.render_jobs() == _library_text(metrics)
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    for places in ([0], [255, 256], [999], [511, 512, 767], draw.sample(range(1000), 40), []):
+        for index in places:
+            old = samples[index]
+            samples[index] = JobSample(
+                old.job_id, float(index), 3e9, "failed", None, old.consecutive_failures + 1, True
+            )
+            metrics.observe(Run(old.job_id, at, status="failed", started_at=at, finished_at=at))
+        changed = sorted(places)
+        assert metrics.render_jobs() == _library_text(metrics), places
+
+
 def test_kept_samples_are_read_afresh_after_more_touches_than_they_can_track() -> None:
     """An engine nobody scrapes does not pile up touched job ids: past a bound the set is
     dropped and the next scrape reads every job again, so no change is lost."""
