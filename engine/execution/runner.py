@@ -128,7 +128,8 @@ class Runner:
         future: Any = None
         try:
             try:
-                async with asyncio.timeout(task.timeout) as deadline:
+                timeout = _NO_TIMEOUT if task.timeout is None else asyncio.timeout(task.timeout)
+                async with timeout as deadline:
                     if is_async:
                         if not startable:
                             raise _NotStarted
@@ -225,6 +226,21 @@ class Runner:
     def _mask(self, task: Task, text: str) -> str:
         return mask_text(text, task.secrets)
 
+
+class _NoTimeout:
+    """``asyncio.timeout(None)`` without its cost (a run with no timeout is the usual one)."""
+
+    async def __aenter__(self) -> _NoTimeout:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def expired(self) -> bool:
+        return False
+
+
+_NO_TIMEOUT = _NoTimeout()
 
 NOT_STARTED = "not started: this engine lost its leader lease before the run could start"
 
