@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import event, inspect, text
 from sqlalchemy.exc import DBAPIError
 
-from engine.state import schema
+from engine.state import celery_rows, schema
 from engine.state.db import Fence, Fenced, JobRow, RunRow, StateDB
 from engine.state.history import Run
 from engine.state.lease import Lease
@@ -115,7 +115,7 @@ def schema_versions(database: StateDB) -> list[int]:
 def test_migrate_creates_the_schema_and_is_idempotent(database_url: str) -> None:
     database = StateDB(database_url)
     try:
-        assert database.migrate() == 2
+        assert database.migrate() == 3
         tables = set(inspect(database.engine).get_table_names())
         assert {
             "schedctl_schema_version",
@@ -123,8 +123,8 @@ def test_migrate_creates_the_schema_and_is_idempotent(database_url: str) -> None
             "schedctl_runs",
             "schedctl_facts",
         } <= tables
-        assert database.migrate() == 2
-        assert schema_versions(database) == [1, 2]
+        assert database.migrate() == 3
+        assert schema_versions(database) == [1, 2, 3]
         assert database.load_jobs() == []
         assert database.load_runs(100) == []
     finally:
@@ -149,7 +149,7 @@ def test_reopening_and_migrating_again_keeps_jobs_runs_and_facts(database_url: s
         assert second.load_runs(100) == runs_before
         assert jobs_by_id(second)["adhoc"].runtime == RUNTIME
         assert second.get_fact("revision") == "3f2a9c1e0b7d"
-        assert schema_versions(second) == [1, 2]
+        assert schema_versions(second) == [1, 2, 3]
     finally:
         second.close()
 
@@ -163,20 +163,92 @@ def test_a_new_migration_is_applied_once_in_place_without_losing_data(
     old.write_runs([run_row(job_id="adhoc", status="failed", error="boom")], keep=10)
     old.close()
 
-    # The next release ships migration 2; re-running its statement would fail, so running
+    # The next release ships migration 4; re-running its statement would fail, so running
     # it twice proves it is applied once.
     statement = "CREATE INDEX ix_schedctl_runs_finished ON schedctl_runs (finished_at)"
-    monkeypatch.setitem(schema.MIGRATIONS, 3, (statement,))
+    monkeypatch.setitem(schema.MIGRATIONS, 4, (statement,))
     upgraded = StateDB(database_url)
     try:
-        assert upgraded.migrate() == 3
-        assert upgraded.migrate() == 3
-        assert schema_versions(upgraded) == [1, 2, 3]
+        assert upgraded.migrate() == 4
+        assert upgraded.migrate() == 4
+        assert schema_versions(upgraded) == [1, 2, 3, 4]
         index_names = {ix["name"] for ix in inspect(upgraded.engine).get_indexes("schedctl_runs")}
         assert "ix_schedctl_runs_finished" in index_names
         assert jobs_by_id(upgraded)["adhoc"].runtime == RUNTIME
         [run] = upgraded.load_runs(100)
         assert (run.job_id, run.status, run.error) == ("adhoc", "failed", "boom")
+    finally:
+        upgraded.close()
+
+
+def run_indexes(database: StateDB) -> dict[str, list[str]]:
+    found = inspect(database.engine).get_indexes("schedctl_runs")
+    return {ix["name"]: ix["column_names"] for ix in found if ix["name"]}
+
+
+def plans_of(database: StateDB, call: Callable[[], Any]) -> tuple[Any, list[str]]:
+    """What ``call`` returns, and the database's plans of the statements it ran on the
+    runs table by status (table scans off on PostgreSQL, so an index that applies shows)."""
+    seen: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "schedctl_runs" in statement and "status" in statement.split("WHERE", 1)[-1]:
+            seen.append((statement, parameters))
+
+    event.listen(database.engine, "before_cursor_execute", record)
+    try:
+        result = call()
+    finally:
+        event.remove(database.engine, "before_cursor_execute", record)
+    plans = []
+    with database.engine.connect() as conn:
+        for statement, parameters in seen:
+            if database.dialect == "postgresql":
+                conn.exec_driver_sql("SET enable_seqscan = off")
+                rows = conn.exec_driver_sql(f"EXPLAIN {statement}", parameters).all()
+            else:
+                rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters).all()
+            plans.append(" ".join(str(row[-1]) for row in rows))
+        conn.rollback()
+    return result, plans
+
+
+def test_a_version_2_database_keeps_its_runs_and_writes_two_fewer_index_entries_per_run(
+    database_url: str,
+) -> None:
+    """Migration 3: the runs' ``job_id`` index (the claim key starts with the job id) and
+    their full ``status`` index go; a partial one keeps the runs not ended, the only ones
+    read by status, so a new leader still finds them without reading all history."""
+    old = StateDB(database_url)
+    old.migrate()
+    with old.engine.begin() as conn:  # the database as version 2 left it
+        conn.execute(text("DROP INDEX ix_schedctl_runs_open"))
+        conn.execute(text("CREATE INDEX ix_schedctl_runs_job_id ON schedctl_runs (job_id)"))
+        conn.execute(text("CREATE INDEX ix_schedctl_runs_status ON schedctl_runs (status)"))
+        conn.execute(text("DELETE FROM schedctl_schema_version WHERE version = 3"))
+    old.write_runs(
+        [run_row(scheduled_at=1000.0), run_row(scheduled_at=2000.0, status="running")], keep=10
+    )
+    assert {"ix_schedctl_runs_job_id", "ix_schedctl_runs_status"} <= set(run_indexes(old))
+    old.close()
+
+    upgraded = StateDB(database_url)
+    try:
+        assert upgraded.migrate() == 3
+        assert schema_versions(upgraded) == [1, 2, 3]
+        indexes = run_indexes(upgraded)
+        assert "ix_schedctl_runs_job_id" not in indexes
+        assert "ix_schedctl_runs_status" not in indexes
+        assert indexes["ix_schedctl_runs_open"] == ["status"]
+        assert [r.status for r in upgraded.load_runs(100)] == ["success", "running"]
+        # What a new leader reads by status (runs left by its predecessor, Celery's runs in
+        # flight) is found through the index, in both databases, not by reading all runs.
+        in_flight, plans = plans_of(upgraded, lambda: celery_rows.in_flight(upgraded))
+        assert in_flight == [] and plans
+        swept, more = plans_of(upgraded, lambda: upgraded.sweep_orphans(epoch=5))
+        assert swept == 1 and more
+        assert all("ix_schedctl_runs_open" in plan for plan in plans + more), plans + more
+        assert [r.status for r in upgraded.load_runs(100)] == ["success", "failed"]
     finally:
         upgraded.close()
 
@@ -207,7 +279,7 @@ def test_replicas_starting_together_on_an_empty_database_all_migrate(database_ur
         for _ in range(10):  # a race: try a few times, stop at the first failure
             errors = migrate_together(replicas)
             assert errors == []
-            assert schema_versions(replicas[0]) == [1, 2]
+            assert schema_versions(replicas[0]) == [1, 2, 3]
             schema.metadata.drop_all(replicas[0].engine)
     finally:
         for replica in replicas:

@@ -529,6 +529,7 @@ class StateDB:
                 result = conn.execute(
                     update(runs)
                     .where(
+                        text(schema.OPEN),  # its index's own text: the index applies
                         runs.c.status == status,
                         (runs.c.epoch.is_(None)) | (runs.c.epoch < epoch),
                         (runs.c.worker.is_(None)) | (runs.c.worker == "local"),
