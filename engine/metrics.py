@@ -365,8 +365,8 @@ class Metrics:
                 found = kept.get(sample.job_id)
                 if found is None or (found[0] is not sample and found[0] != sample):
                     found = kept[sample.job_id] = (sample, _job_lines(sample))
-                for family, line in zip(families, found[1], strict=True):
-                    family[index] = line
+                for family, part in zip(families, found[1], strict=True):
+                    family[index] = part
         for (name, kind, doc), family in zip(_FAMILIES[1:], families, strict=True):
             out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n".encode())
             out += family.blocks()
