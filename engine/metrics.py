@@ -11,7 +11,7 @@ write (``_JobCollector`` says the same through the library, for other registries
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from operator import itemgetter
 
@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from engine.joined import Joined
 from engine.state.history import Run
 
 __all__ = ["JobSample", "Metrics"]
@@ -155,33 +156,6 @@ def _job_lines(sample: JobSample) -> tuple[bytes, bytes, bytes, bytes, bytes]:
     )
 
 
-class _Joined:
-    """Many short byte strings in order, kept joined in blocks of ``BLOCK``: setting one
-    joins its block again, not all. (Joining 60,000 lines cost half a 10k-job scrape.)"""
-
-    BLOCK = 256
-
-    def __init__(self, items: Iterable[bytes] = ()) -> None:
-        self._items = list(items)
-        self._blocks: list[bytes | None] = [None] * -(-len(self._items) // self.BLOCK)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __setitem__(self, index: int, value: bytes) -> None:
-        if self._items[index] is not value:
-            self._items[index] = value
-            self._blocks[index // self.BLOCK] = None
-
-    def blocks(self) -> list[bytes]:
-        """The items, joined by blocks: ``b"".join`` of these is all of them."""
-        blocks, items, size = self._blocks, self._items, self.BLOCK
-        for at, block in enumerate(blocks):
-            if block is None:
-                blocks[at] = b"".join(items[at * size : (at + 1) * size])
-        return blocks  # type: ignore[return-value]  # every block is joined now
-
-
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -194,7 +168,7 @@ class Metrics:
         self.job_collector = _JobCollector(self)
         self._lines: dict[str, tuple[JobSample, tuple[bytes, bytes, bytes, bytes, bytes]]] = {}
         # Each gauge family's lines, one per job in sample order.
-        self._families = [_Joined() for _ in _FAMILIES[1:]]
+        self._families = [Joined() for _ in _FAMILIES[1:]]
         # The places ``source`` said changed since the last render, whoever asked it.
         self._changed: set[int] = set()
         self._all_changed = True
@@ -204,7 +178,7 @@ class Metrics:
         self._count_lines: dict[tuple[str, str], tuple[int, bytes]] = {}
         self._count_order: list[tuple[str, str]] = []
         self._count_at: dict[tuple[str, str], int] = {}
-        self._count_text = _Joined()
+        self._count_text = Joined()
         self._counted: set[tuple[str, str]] = set()
         self._counted_lock = threading.Lock()  # runs finish on the loop and in threads
         self._render_lock = threading.Lock()  # scrapes render one at a time
@@ -318,7 +292,7 @@ class Metrics:
         if len(self._count_order) != len(counts):  # a new (job, status): a new order
             order = self._count_order = sorted(counts)
             self._count_at = {key: index for index, key in enumerate(order)}
-            text = self._count_text = _Joined([b""] * len(order))
+            text = self._count_text = Joined([b""] * len(order))
             counted = set(order)
         else:
             text = self._count_text
@@ -353,7 +327,7 @@ class Metrics:
                     found = kept[sample.job_id] = (sample, _job_lines(sample))
                 rows.append(found[1])
             families = self._families = [
-                _Joined(map(itemgetter(index), rows)) for index in range(len(families))
+                Joined(map(itemgetter(index), rows)) for index in range(len(families))
             ]
             if len(kept) > len(samples) + 1024:  # jobs gone
                 seen = {sample.job_id for sample in samples}

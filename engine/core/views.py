@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from engine.core.touched import Touched
 from engine.files.spec import as_dict
+from engine.joined import Joined
 from engine.jsontext import dumps
 from engine.redact import redact, spec_secret_digests
 from engine.scheduler.catalog import Entry
@@ -125,7 +126,7 @@ class _Layout:
         self.catalog = catalog
         self.entries = entries
         self.at = {entry.id: index for index, entry in enumerate(entries)}
-        self.parts: list[bytes] = [b""] * len(entries)
+        self.parts = Joined([b""] * len(entries), sep=b",")
         self.statics: list[tuple[Any, bytes] | None] = [None] * len(entries)
 
 
@@ -204,7 +205,7 @@ class Views:
                 self._encode(layout, index, facade, history, stale)
             self._layout = layout
         parts = layout.parts
-        return b'{"count":%d,"jobs":[' % len(parts) + b",".join(parts) + b"]}"
+        return parts.wrapped(b'{"count":%d,"jobs":[' % len(parts), b"]}")
 
     def _encode(
         self,
