@@ -1,9 +1,9 @@
 """Many short byte strings kept joined by blocks, for bodies rebuilt after a few changes.
 
 ``/jobs`` and ``/metrics`` at 10,000 jobs are joined from 10,000 to 60,000 kept parts, of
-which a poll changes a few hundred. Joining all of them again cost half a scrape, and
-the join held the GIL (and the event loop) for all of it. Here a change joins again only
-its block of ``BLOCK`` parts; the body is the join of the blocks.
+which a poll changes a few hundred. Joining all of them again cost half a scrape (one long
+call, holding the GIL all along). Here a change joins again only its block of ``BLOCK``
+parts; the body is the join of the blocks.
 """
 
 from __future__ import annotations

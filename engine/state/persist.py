@@ -37,7 +37,8 @@ _CHUNK = 500
 _JOBS_CHUNK = 2_000  # job rows written in one transaction, at most
 # Seconds between two claim transactions while claims keep coming; see Persister.claim_now.
 # At 2,000 interval fires a second, 4 ms (about 8 runs a transaction) cost a third less CPU
-# per fire than 1 ms, with the same p99 lateness; a lone claim is never held by it.
+# per fire than 1 ms, for 2 ms more median lateness (p99: the same at 2,000 fires a second,
+# 1.5 ms more at 1,000). A claim that comes alone is never held by it.
 CLAIM_GAP = 0.004
 
 
