@@ -232,8 +232,10 @@ def test_a_version_2_database_keeps_its_runs_and_writes_two_fewer_index_entries_
     assert {"ix_schedctl_runs_job_id", "ix_schedctl_runs_status"} <= set(run_indexes(old))
     old.close()
 
-    upgraded = StateDB(database_url)
+    replicas = [StateDB(database_url) for _ in range(3)]  # upgraded by three at once
+    upgraded = replicas[0]
     try:
+        assert migrate_together(replicas) == []
         assert upgraded.migrate() == 3
         assert schema_versions(upgraded) == [1, 2, 3]
         indexes = run_indexes(upgraded)
@@ -250,7 +252,8 @@ def test_a_version_2_database_keeps_its_runs_and_writes_two_fewer_index_entries_
         assert all("ix_schedctl_runs_open" in plan for plan in plans + more), plans + more
         assert [r.status for r in upgraded.load_runs(100)] == ["success", "failed"]
     finally:
-        upgraded.close()
+        for replica in replicas:
+            replica.close()
 
 
 def migrate_together(replicas: list[StateDB]) -> list[Exception]:

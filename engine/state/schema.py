@@ -147,6 +147,6 @@ MIGRATIONS: dict[int, Sequence[str]] = {
     3: (
         "DROP INDEX IF EXISTS ix_schedctl_runs_job_id",
         "DROP INDEX IF EXISTS ix_schedctl_runs_status",
-        f"CREATE INDEX ix_schedctl_runs_open ON schedctl_runs (status) WHERE {OPEN}",
+        f"CREATE INDEX IF NOT EXISTS ix_schedctl_runs_open ON schedctl_runs (status) WHERE {OPEN}",
     ),
 }
