@@ -21,16 +21,20 @@ class Touched:
         self._size = size  # how many jobs the reader holds now
         self._ids: set[str] = set()
         self._lost = False
+        self._bound = 0  # the reader's size and SLACK, as last asked (asked when passed)
         self._lock = threading.Lock()  # a run may begin in a task thread
 
     def add(self, job_id: str) -> None:
-        """The job may have changed; called after the change, from any thread."""
+        """The job may have changed; called after the change, from any thread (several
+        times per fire: the reader's size is asked only when the set outgrows the bound)."""
         with self._lock:
             ids = self._ids
             ids.add(job_id)
-            if len(ids) > self._size() + SLACK:
-                ids.clear()
-                self._lost = True
+            if len(ids) > self._bound:
+                self._bound = self._size() + SLACK
+                if len(ids) > self._bound:
+                    ids.clear()
+                    self._lost = True
 
     def take(self) -> tuple[set[str], bool]:
         """The ids touched since the last take, and whether some were dropped (then the
