@@ -124,7 +124,8 @@ class Persister:
     def claim(self, claims: list[Claim], done: ClaimCallback) -> None:
         """Claim runs before they start; ``done`` is called in the writer thread."""
         self._claim_queue.append((claims, done))
-        self._wake.set()
+        if not self._wake.is_set():  # queued first: a writer that clears it next drains it
+            self._wake.set()
 
     def run_changed(self, run: Run) -> None:
         self._run_queue.append(run)
