@@ -119,12 +119,12 @@ class Runner:
         record = self.history.start(
             job_id, scheduled_at, attempt, started=is_async and startable, epoch=epoch
         )
-        run_ctx = context.RunContext(
-            job_id, scheduled_at.astimezone(task.tz), attempt, record.run_id
-        )
-        capture.open(record.run_id, lambda text: self._mask(task, text), task.tz)
+        run_id = record.run_id
+        run_ctx = context.RunContext(job_id, scheduled_at.astimezone(task.tz), attempt, run_id)
+        capture.open(run_id, lambda text: self._mask(task, text), task.tz)
         token = context.enter(run_ctx)
-        log.debug("→ %s attempt %d (scheduled %s)", job_id, attempt, scheduled_at.isoformat())
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("→ %s attempt %d (scheduled %s)", job_id, attempt, scheduled_at.isoformat())
         future: Any = None
         try:
             try:
