@@ -411,3 +411,26 @@ def test_validate_reports_every_files_problems_when_one_holds_a_value_yaml_canno
         "s/b.yaml:4:5: error: unknown field 'crn'; did you mean 'cron'?",
     ]
     assert done.stderr == "FAILED: 2 problem(s) in 2 of 3 file(s)\n"
+
+
+def test_jobs_with_the_same_fields_share_their_empty_parts_yet_stay_apart() -> None:
+    """A spec is kept per job (100,000 of them): what equal specs hold alike is held once,
+    and no job's args, kwargs, labels or given fields show in another's."""
+    from engine.files.spec import JobSpec
+
+    first = JobSpec.model_validate({"task": "pkg.jobs:noop", "interval": "1s"})
+    second = JobSpec.model_validate({"task": "pkg.jobs:other", "cron": "0 2 * * *"})
+    third = JobSpec.model_validate({"task": "pkg.jobs:noop", "interval": "1s"})
+    given = JobSpec.model_validate(
+        {"task": "pkg.jobs:noop", "interval": "1s", "args": [1], "labels": {"team": "a"}}
+    )
+    assert first.args is second.args and first.kwargs is second.kwargs  # shared empties
+    assert first.model_fields_set is third.model_fields_set
+    assert first.model_fields_set == {"task", "interval"}
+    assert second.model_fields_set == {"task", "cron"}
+    assert given.model_fields_set == {"task", "interval", "args", "labels"}
+    assert (given.args, given.labels, first.args, first.labels) == ([1], {"team": "a"}, [], {})
+    assert first == third and first.canonical_json() == third.canonical_json()
+    moved = first.model_copy(update={"start": datetime(2027, 1, 1), "args": [2]})
+    assert (moved.args, first.args, third.args) == ([2], [], [])
+    assert first.model_fields_set == {"task", "interval"} == third.model_fields_set
