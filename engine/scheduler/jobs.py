@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -86,13 +87,17 @@ def schedule_problem(spec: JobSpec, now: datetime | None = None) -> tuple[str, s
     return None
 
 
+_NO_KWARGS: dict[str, Any] = {}  # shared: a Task's kwargs are only read
+
+
 def task_of(spec: JobSpec) -> Task:
     """What every run of a declared job executes, built once per declaration."""
     module, attr = split_task(spec.task)
     return Task(
-        ref=f"{module}:{attr}",
+        # Many jobs run one task: its reference, and an empty kwargs, held once for all.
+        ref=sys.intern(f"{module}:{attr}"),
         args=tuple(spec.args),
-        kwargs=dict(spec.kwargs),
+        kwargs=dict(spec.kwargs) if spec.kwargs else _NO_KWARGS,
         timeout=spec.timeout.total_seconds() if spec.timeout else None,
         retries=spec.retries,
         retry_delay=spec.retry_delay.total_seconds(),
