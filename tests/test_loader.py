@@ -426,6 +426,7 @@ def test_jobs_with_the_same_fields_share_their_empty_parts_yet_stay_apart() -> N
     )
     assert first.args is second.args and first.kwargs is second.kwargs  # shared empties
     assert first.model_fields_set is third.model_fields_set
+    assert first.task is third.task  # one text for a task many jobs run
     assert first.model_fields_set == {"task", "interval"}
     assert second.model_fields_set == {"task", "cron"}
     assert given.model_fields_set == {"task", "interval", "args", "labels"}
