@@ -420,7 +420,7 @@ def test_jobs_with_the_same_fields_share_their_empty_parts_yet_stay_apart() -> N
 
     first = JobSpec.model_validate({"task": "pkg.jobs:noop", "interval": "1s"})
     second = JobSpec.model_validate({"task": "pkg.jobs:other", "cron": "0 2 * * *"})
-    third = JobSpec.model_validate({"task": "pkg.jobs:noop", "interval": "1s"})
+    third = JobSpec.model_validate({"task": "".join(["pkg.jobs:", "noop"]), "interval": "1s"})
     given = JobSpec.model_validate(
         {"task": "pkg.jobs:noop", "interval": "1s", "args": [1], "labels": {"team": "a"}}
     )
