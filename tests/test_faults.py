@@ -420,7 +420,7 @@ async def test_tune_process_changes_the_process_and_restores_it(
     before = _process_state()
     async with running(tuned):
         assert _process_state() != before
-        assert sys.getswitchinterval() <= 0.0005
+        assert sys.getswitchinterval() <= 0.0002  # the loop gets the GIL back soon
         assert gc.get_threshold()[0] >= 10_000  # a run's short-lived objects die untraced
     assert _process_state()[:4] == before[:4]
 
