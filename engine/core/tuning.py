@@ -8,8 +8,8 @@ then changes nothing process-wide. Everything changed is restored by ``restore()
   every run record kept since); young passes wait for ``YOUNG_GC_EVERY`` new objects, not
   Python's 700, so a run's short-lived objects (its task, coroutine, claim) are mostly
   gone before a pass looks at them, instead of being traced and promoted;
-- the thread switch interval: a thread that holds the GIL (the writer, a `/jobs` or
-  `/metrics` build) hands it back to the event loop after 0.2 ms, not Python's 5 ms, so
+- the thread switch interval: a thread that holds the GIL (the writer, a ``/jobs`` or
+  ``/metrics`` build) hands it back to the event loop after 0.2 ms, not Python's 5 ms, so
   a run due meanwhile is not held up. At 0.5 ms, hot jobs' lateness p99 while 10k jobs
   were polled 20 times a second read 28 to 132 ms (median 84 of 12 runs); at 0.2 ms 22 to
   69 ms (median 30 of 4 runs), for 2.5 % more CPU per run when the process is saturated.
