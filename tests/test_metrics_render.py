@@ -193,3 +193,45 @@ def test_another_registrys_scrape_between_renders_hides_no_change_from_the_next(
     pending = [2]
     assert b'job_id="job-2"} 5.0' in _library_text(metrics)  # it took the news
     assert metrics.render_jobs() == _library_text(metrics)
+
+
+def test_a_scrape_off_the_loop_reads_one_state_of_a_catalog_the_loop_is_changing() -> None:
+    """At more than 2,000 jobs ``/metrics`` renders on a thread while the loop adds and
+    removes jobs: the scrape lays out the jobs as they were at one moment, and never fails
+    on a job removed while it read them."""
+    import sys
+    import threading
+    from types import SimpleNamespace
+
+    from engine.core.samples import JobSamples
+    from engine.scheduler.catalog import Catalog, Entry
+
+    catalog = Catalog()
+    for n in range(5000):
+        catalog[f"job-{n:05d}"] = Entry(f"job-{n:05d}", "declared")
+    facade, history = SimpleNamespace(catalog=catalog), object()
+    cache, stop = JobSamples(), threading.Event()
+
+    def churn() -> None:  # the loop: runtime jobs come and go, the catalog's version moves
+        n = 0
+        while not stop.is_set():
+            catalog[f"extra-{n % 50}"] = Entry(f"extra-{n % 50}", "runtime")
+            catalog.pop(f"extra-{(n + 25) % 50}", None)
+            n += 1
+
+    def sample(entry: Entry) -> JobSample:
+        return JobSample(entry.id, None, None, None, None, 0, False)
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the threads take turns as often as they can
+    loop = threading.Thread(target=churn)
+    loop.start()
+    try:
+        for _ in range(100):
+            found, _ = cache.samples(facade, history, frozenset(), True, sample)  # type: ignore[arg-type]
+            ids = [s.job_id for s in found]
+            assert ids == sorted(ids) and sum(1 for i in ids if i.startswith("job-")) == 5000
+    finally:
+        stop.set()
+        loop.join()
+        sys.setswitchinterval(switch)

@@ -17,7 +17,7 @@ from typing import Any
 
 from engine.core.touched import Touched
 from engine.metrics import JobSample
-from engine.scheduler.catalog import Entry
+from engine.scheduler.catalog import Entry, in_id_order
 from engine.scheduler.facade import SchedulerFacade
 from engine.state.history import History
 
@@ -70,8 +70,9 @@ class JobSamples:
             kept = dict(zip(self._ids, zip(self._entries, self._samples, strict=True), strict=True))
             if not leading or base[:3] != (self._base or ())[:3]:
                 kept = {}
-            ids = sorted(catalog)
-            entries = [catalog[job_id] for job_id in ids]
+            ordered = in_id_order(catalog)  # a scrape may run off the loop
+            ids = [job_id for job_id, _ in ordered]
+            entries = [entry for _, entry in ordered]
             samples = []
             for job_id, entry in zip(ids, entries, strict=True):
                 found = kept.get(job_id)

@@ -17,7 +17,7 @@ from engine.files.spec import as_dict
 from engine.joined import Joined
 from engine.jsontext import dumps
 from engine.redact import redact, spec_secret_digests
-from engine.scheduler.catalog import Entry
+from engine.scheduler.catalog import Entry, in_id_order
 from engine.scheduler.jobs import describe_trigger, trigger_for
 from engine.state.history import History
 
@@ -234,9 +234,8 @@ class Views:
         return '"' + "-".join(str(part) for part in (*self.version(), *extra)) + '"'
 
     def snapshot(self) -> list[Entry]:
-        """The entries, sorted by id (taken on the loop: cheap, and consistent)."""
-        catalog = self._facade().catalog
-        return [catalog[job_id] for job_id in sorted(catalog)]
+        """The entries, sorted by id (one state of the catalog, wherever it is taken)."""
+        return [entry for _, entry in in_id_order(self._facade().catalog)]
 
     def build_jobs(self, entries: list[Entry]) -> list[dict[str, Any]]:
         """Every job's Job (may run off the loop: it only reads)."""

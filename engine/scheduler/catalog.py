@@ -19,7 +19,7 @@ from engine.execution.task import Task
 from engine.files.spec import JobSpec
 from engine.reconciler import LiveJob
 
-__all__ = ["RUN_REF", "BoundedJob", "Catalog", "Entry", "build_job"]
+__all__ = ["RUN_REF", "BoundedJob", "Catalog", "Entry", "build_job", "in_id_order"]
 
 log = logging.getLogger("schedctl.scheduler")
 RUN_REF = "engine.execution.runner:run"  # the textual callable of every job (never called)
@@ -68,6 +68,13 @@ class Catalog(dict[str, "Entry"]):
     def clear(self) -> None:
         self.version += 1
         super().clear()
+
+
+def in_id_order(catalog: dict[str, Entry]) -> list[tuple[str, Entry]]:
+    """The entries in id order, read in one step: sorting the items runs no Python between
+    reading the catalog and its entries, so a reader off the loop sees one state of it while
+    the loop adds and removes jobs (looking each sorted id up again can miss one removed)."""
+    return sorted(catalog.items())
 
 
 @dataclass(slots=True)
