@@ -273,6 +273,13 @@ class Metrics:
             self._changed.update(changed)
         return samples
 
+    def _lines_of(self, sample: JobSample) -> tuple[bytes, bytes, bytes, bytes, bytes]:
+        """The job's lines, kept while its sample is equal (under the render lock)."""
+        found = self._lines.get(sample.job_id)
+        if found is None or (found[0] is not sample and found[0] != sample):
+            found = self._lines[sample.job_id] = (sample, _job_lines(sample))
+        return found[1]
+
     def render(self) -> bytes:
         with self._render_lock:
             return b"".join([*self._job_parts(), generate_latest(self.registry)])
@@ -320,12 +327,7 @@ class Metrics:
         changed, self._changed = self._changed, set()
         all_changed, self._all_changed = self._all_changed, False
         if all_changed or len(families[0]) != len(samples):  # a new layout: every job's lines
-            rows = []
-            for sample in samples:
-                found = kept.get(sample.job_id)
-                if found is None or (found[0] is not sample and found[0] != sample):
-                    found = kept[sample.job_id] = (sample, _job_lines(sample))
-                rows.append(found[1])
+            rows = [self._lines_of(sample) for sample in samples]
             families = self._families = [
                 Joined(map(itemgetter(index), rows)) for index in range(len(families))
             ]
@@ -335,11 +337,7 @@ class Metrics:
                     del kept[job_id]
         else:  # the same jobs: the lines of those whose sample changed
             for index in sorted(changed):
-                sample = samples[index]
-                found = kept.get(sample.job_id)
-                if found is None or (found[0] is not sample and found[0] != sample):
-                    found = kept[sample.job_id] = (sample, _job_lines(sample))
-                for family, part in zip(families, found[1], strict=True):
+                for family, part in zip(families, self._lines_of(samples[index]), strict=True):
                     family[index] = part
         for (name, kind, doc), family in zip(_FAMILIES[1:], families, strict=True):
             out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n".encode())

@@ -279,20 +279,27 @@ class Persister:
                         upserts.append(row)
         else:
             facts = {}  # a standby's view of the leader's state is not its to write
-        run_rows = list(runs.values())
-        for start in range(0, len(run_rows), _CHUNK):
-            self.db.write_runs(run_rows[start : start + _CHUNK], self._limit)
-            self._write_claims()  # due runs do not wait behind history
-        # Job rows too, a chunk a transaction: 100,000 of them written at a start held
-        # SQLite's write lock for seconds, so claims waited and other writers timed out.
-        for start in range(0, len(upserts), _JOBS_CHUNK):
-            self.db.write_jobs(upserts[start : start + _JOBS_CHUNK], (), fence)
-            self._write_claims()
+        # Due runs do not wait behind history: claims go in between the chunks of runs.
+        self._in_chunks(
+            list(runs.values()), _CHUNK, lambda rows: self.db.write_runs(rows, self._limit)
+        )
+        # Job rows too: 100,000 of them written at a start in one transaction held SQLite's
+        # write lock for seconds, so claims waited and other writers timed out.
+        self._in_chunks(upserts, _JOBS_CHUNK, lambda rows: self.db.write_jobs(rows, (), fence))
         self.db.write_jobs((), removals, fence)
         self.db.write_next_runs(moved, fence)
         self.db.put_facts(facts, fence)
         self.db.add_events(events)
         self._ok()
+
+    def _in_chunks(
+        self, rows: list[dict[str, Any]], size: int, write: Callable[[list[dict[str, Any]]], None]
+    ) -> None:
+        """``write`` the rows a chunk a transaction, with the claims queued meanwhile
+        written between chunks."""
+        for start in range(0, len(rows), size):
+            write(rows[start : start + size])
+            self._write_claims()
 
     def _leader(self) -> tuple[bool, Fence | None]:
         """Whether job rows and facts may be written now, and under which lease."""
