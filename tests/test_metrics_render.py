@@ -199,6 +199,7 @@ def test_a_scrape_off_the_loop_reads_one_state_of_a_catalog_the_loop_is_changing
     """At more than 2,000 jobs ``/metrics`` renders on a thread while the loop adds and
     removes jobs: the scrape lays out the jobs as they were at one moment, and never fails
     on a job removed while it read them."""
+    import gc
     import sys
     import threading
     from types import SimpleNamespace
@@ -212,18 +213,27 @@ def test_a_scrape_off_the_loop_reads_one_state_of_a_catalog_the_loop_is_changing
     facade, history = SimpleNamespace(catalog=catalog), object()
     cache, stop = JobSamples(), threading.Event()
 
+    class Garbage:  # a cycle with a finalizer: collecting it runs Python code
+        def __init__(self) -> None:
+            self.me = self
+
+        def __del__(self) -> None:
+            pass
+
     def churn() -> None:  # the loop: runtime jobs come and go, the catalog's version moves
         n = 0
         while not stop.is_set():
             catalog[f"extra-{n % 50}"] = Entry(f"extra-{n % 50}", "runtime")
             catalog.pop(f"extra-{(n + 25) % 50}", None)
+            Garbage()
             n += 1
 
     def sample(entry: Entry) -> JobSample:
         return JobSample(entry.id, None, None, None, None, 0, False)
 
-    switch = sys.getswitchinterval()
+    switch, threshold = sys.getswitchinterval(), gc.get_threshold()
     sys.setswitchinterval(1e-6)  # the threads take turns as often as they can
+    gc.set_threshold(100)  # and collections (which run finalizers) come often
     loop = threading.Thread(target=churn)
     loop.start()
     try:
@@ -235,3 +245,4 @@ def test_a_scrape_off_the_loop_reads_one_state_of_a_catalog_the_loop_is_changing
         stop.set()
         loop.join()
         sys.setswitchinterval(switch)
+        gc.set_threshold(*threshold)

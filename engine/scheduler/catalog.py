@@ -71,10 +71,13 @@ class Catalog(dict[str, "Entry"]):
 
 
 def in_id_order(catalog: dict[str, Entry]) -> list[tuple[str, Entry]]:
-    """The entries in id order, read in one step: sorting the items runs no Python between
-    reading the catalog and its entries, so a reader off the loop sees one state of it while
-    the loop adds and removes jobs (looking each sorted id up again can miss one removed)."""
-    return sorted(catalog.items())
+    """The entries in id order, as one state of the catalog, even read off the loop while
+    the loop adds and removes jobs. ``dict(catalog)`` copies it in one step (no Python runs
+    and nothing is allocated for the collector meanwhile, so no other thread can change it
+    midway); the copy is then sorted. Looking each sorted id up again could miss a job
+    just removed, and sorting the live items can be interrupted by a collection (making a
+    tuple per item) and fail with "dictionary changed size during iteration"."""
+    return sorted(dict(catalog).items())
 
 
 @dataclass(slots=True)
