@@ -337,7 +337,11 @@ class Metrics:
                     del kept[job_id]
         else:  # the same jobs: the lines of those whose sample changed
             for index in sorted(changed):
-                for family, part in zip(families, self._lines_of(samples[index]), strict=True):
+                before = kept.get(samples[index].job_id)
+                lines = self._lines_of(samples[index])
+                if before is not None and before[1] is lines:
+                    continue  # an equal sample: its lines are in place
+                for family, part in zip(families, lines, strict=True):
                     family[index] = part
         for (name, kind, doc), family in zip(_FAMILIES[1:], families, strict=True):
             out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n".encode())
