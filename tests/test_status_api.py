@@ -893,6 +893,17 @@ async def test_specs_follow_pauses_edits_and_removals_between_polls(
         assert edited["hourly"]["fingerprint"] != first["hourly"]["fingerprint"]
         assert edited["hourly"]["runtime_paused"] is False  # an edit ends a runtime pause
 
+        # Moved to another file unchanged: the same spec, a new provenance.
+        write(schedules / "moved.yaml", HOURLY.replace('"0 * * * *"', '"30 * * * *"'))
+        write(schedules / "plain.yaml", "jobs: {}\n")
+        await engine.reconcile()
+        moved = (await engine.get("/specs"))["jobs"]
+        assert moved["hourly"]["file"].endswith("moved.yaml")
+        assert moved["hourly"]["fingerprint"] == edited["hourly"]["fingerprint"]
+        assert await engine.scheduler.pause_job("hourly") is True
+        assert await engine.scheduler.resume_job("hourly") is True
+        assert (await engine.get("/specs"))["jobs"] == moved  # paused, then resumed
+
 
 async def test_jobs_follow_runs_pauses_replacements_edits_and_removals_between_polls(
     settings: Settings, schedules: Path, jobs: ModuleType
@@ -942,6 +953,55 @@ async def test_jobs_follow_runs_pauses_replacements_edits_and_removals_between_p
         assert edited["hourly"]["trigger"]["expression"] == "30 * * * *"
         assert await engine.scheduler.remove_job("runtime") is True
         assert set(await listed()) == {"hourly"}
+
+
+async def test_kept_parts_of_many_jobs_read_as_a_fresh_build_after_changes_at_block_edges(
+    settings: Settings, schedules: Path, jobs: ModuleType
+) -> None:
+    """/jobs and /specs keep 700 jobs' parts joined by blocks of 256: pauses, runs,
+    removals and additions at the blocks' edges and inside them show exactly as a build
+    from scratch (``Views.build_jobs``, ``Views.specs``) has them."""
+
+    def declare(numbers: list[int]) -> None:
+        lines = ["jobs:"]
+        for n in numbers:
+            lines += [f"  job-{n:04d}:", "    task: st_tasks.jobs:ping", '    cron: "0 3 * * *"']
+        (schedules / "many.yaml").write_text("\n".join(lines) + "\n")
+
+    async def same_as_fresh() -> None:
+        views = engine.app.state.engine.views
+        listed, specs = await engine.get("/jobs"), await engine.get("/specs")
+        entries = views.snapshot()
+        assert listed["jobs"] == json.loads(dumps(views.build_jobs(entries)))
+        assert specs == json.loads(dumps(views.specs(entries)))
+
+    numbers = list(range(700))
+    declare(numbers)
+    async with running(settings) as engine:
+        await same_as_fresh()
+        for n in (0, 255, 256, 511, 699, 300):
+            assert await engine.scheduler.pause_job(f"job-{n:04d}") is True
+        assert await engine.scheduler.run_job("job-0257") is True
+        await eventually(
+            engine.until_runs("job-0257", lambda runs: runs and runs[0]["finished_at"])
+        )
+        await same_as_fresh()
+        assert await engine.scheduler.resume_job("job-0256") is True
+        await same_as_fresh()
+        # A run that ends between two polls, with an edit of other jobs in between.
+        # A run that ends between two polls, and a runtime job added meanwhile (the
+        # catalog changes, the revision does not: the kept parts are laid out again).
+        assert await engine.scheduler.run_job("job-0258") is True
+        await eventually(
+            engine.until_runs("job-0258", lambda runs: runs and runs[0]["finished_at"])
+        )
+        await engine.scheduler.add_cron_job(jobs.ping, "job-0258a", minute="5")
+        await same_as_fresh()
+        numbers = [n for n in numbers if n not in (0, 256, 257, 600)] + [1000, 1001]
+        declare(numbers)
+        await engine.reconcile()
+        await same_as_fresh()
+        assert (await engine.get("/jobs"))["count"] == 699
 
 
 # -- JSON that never fails ------------------------------------------------------------------

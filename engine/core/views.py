@@ -8,8 +8,10 @@ changes, so no read delays a due run and pollers of an unchanged state pay nothi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, tzinfo
+from operator import attrgetter, is_
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from engine.core.touched import Touched
@@ -115,19 +117,40 @@ class JobsPlan(NamedTuple):
     touched: set[str]
 
 
+def _place(entries: list[Entry], job_id: str) -> int | None:
+    """Where ``job_id`` is in ``entries`` (in id order), if it is there."""
+    at = bisect_left(entries, job_id, key=_ID)
+    return at if at < len(entries) and entries[at].id == job_id else None
+
+
+def _kept(old: list[Entry], new: list[Entry]) -> Iterator[tuple[int, int]]:
+    """(place in ``new``, place in ``old``) of every entry both hold, the very same
+    object (both lists in id order: one walk through each)."""
+    at, count = 0, len(old)
+    for index, entry in enumerate(new):
+        while at < count and old[at].id < entry.id:
+            at += 1
+        if at < count and old[at] is entry:
+            yield index, at
+
+
+_ID = attrgetter("id")
+
+
 class _Layout:
     """``GET /jobs`` in parts: each job's encoded Job at its place in id order, and the
     encoded part of it that only an edit, a pause or a new trigger changes, with what that
     part was made from. Kept while the catalog holds the same entries (its version)."""
 
-    __slots__ = ("at", "catalog", "entries", "parts", "statics")
+    __slots__ = ("catalog", "entries", "parts", "statics")
 
     def __init__(self, catalog: tuple[int, int], entries: list[Entry]) -> None:
         self.catalog = catalog
         self.entries = entries
-        self.at = {entry.id: index for index, entry in enumerate(entries)}
         self.parts = Joined([b""] * len(entries), sep=b",")
-        self.statics: list[tuple[Any, bytes] | None] = [None] * len(entries)
+        # Per job: what its static part was made from (its runtime pause, its trigger)
+        # and that part's length: the part is the head of the job's encoded Job.
+        self.statics: list[tuple[bool, Any, int] | None] = [None] * len(entries)
 
 
 class Views:
@@ -153,8 +176,8 @@ class Views:
         self._layout: _Layout | None = None
         self._parts_base: tuple[Any, ...] | None = None
         self._touched = Touched(lambda: len(self._layout.parts) if self._layout else 0)
-        # ``GET /specs``: each job's encoded part, with what it was made from.
-        self._spec_parts: dict[str, tuple[Entry, bool, tuple[Any, ...], bytes]] = {}
+        # ``GET /specs``: each job's encoded part, kept as /jobs keeps its parts.
+        self._specs: _SpecLayout | None = None
 
     def touched(self, job_id: str) -> None:
         """The job's Job may have changed; called after the change, from any thread."""
@@ -189,19 +212,19 @@ class Views:
         if plan.entries is None and old is not None:
             layout = old
             for job_id in touched:
-                index = layout.at.get(job_id)
+                index = _place(layout.entries, job_id)
                 if index is not None:
                     self._encode(layout, index, facade, history, stale)
         else:
             entries = plan.entries if plan.entries is not None else self.snapshot()
             layout = _Layout(plan.catalog, entries)
-            for index, entry in enumerate(entries):
-                was = old.at.get(entry.id) if old is not None else None
-                if was is not None and old is not None and old.entries[was] is entry:
-                    layout.statics[index] = old.statics[was]
-                    if entry.id not in touched:
-                        layout.parts[index] = old.parts[was]
-                        continue
+            fresh = set(range(len(entries)))
+            for index, was in _kept(old.entries, entries) if old is not None else ():
+                layout.statics[index] = old.statics[was]  # type: ignore[union-attr]
+                layout.parts[index] = old.parts[was]  # type: ignore[union-attr]
+                if entries[index].id not in touched:
+                    fresh.discard(index)
+            for index in fresh:
                 self._encode(layout, index, facade, history, stale)
             self._layout = layout
         parts = layout.parts
@@ -219,12 +242,14 @@ class Views:
         from (the entry's runtime pause, the live job's trigger) is another."""
         entry = layout.entries[index]
         job = facade.store.lookup_job(entry.id)
-        made_of = (entry.runtime_paused, job.trigger if job is not None else None)
+        paused, trigger = entry.runtime_paused, job.trigger if job is not None else None
         static = layout.statics[index]
-        if static is None or static[0][0] != made_of[0] or static[0][1] is not made_of[1]:
-            info = job_static(facade, entry, job, stale, self._descriptions)
-            static = layout.statics[index] = (made_of, dumps(info)[:-1])
-        layout.parts[index] = static[1] + b"," + dumps(job_dynamic(history, entry, job))[1:]
+        if static is None or static[0] != paused or static[1] is not trigger:
+            head = dumps(job_static(facade, entry, job, stale, self._descriptions))[:-1]
+            layout.statics[index] = (paused, trigger, len(head))
+        else:  # kept as the head of the job's part, not apart from it
+            head = layout.parts[index][: static[2]]
+        layout.parts[index] = head + b"," + dumps(job_dynamic(history, entry, job))[1:]
 
     def version(self) -> tuple[Any, ...]:
         facade, history = self._facade(), self._history()
@@ -273,29 +298,56 @@ class Views:
         }
 
     def specs_body(self, entries: list[Entry]) -> bytes:
-        """``specs(entries)`` as JSON, from each job's encoded part, kept while what the
-        part says of the job is the same (its entry, essence, file, fingerprint, pause):
-        a job that fires does not change its spec, so a poll while jobs fire re-encodes
-        only the jobs that were edited (may run off the loop; one at a time)."""
-        parts, out = self._spec_parts, []
-        for entry in entries:
-            key = (entry.essence, entry.source, entry.file, entry.fingerprint)
-            kept = parts.get(entry.id)
-            if (
-                kept is None
-                or kept[0] is not entry
-                or kept[1] != entry.runtime_paused
-                or any(a is not b for a, b in zip(kept[2], key, strict=True))
-            ):
-                part = dumps(entry.id) + b":" + dumps(_spec_of(entry))
-                kept = parts[entry.id] = (entry, entry.runtime_paused, key, part)
-            out.append(kept[3])
-        if len(parts) > len(entries) + 1024:  # jobs gone
-            live = {entry.id for entry in entries}
-            for job_id in [j for j in parts if j not in live]:
-                del parts[job_id]
-        revision = dumps(self._revision())
-        return b'{"revision":' + revision + b',"jobs":{' + b",".join(out) + b"}}"
+        """``specs(entries)`` as JSON, from each job's kept part. An entry is replaced, not
+        changed, when its job is edited, moved or restored; only its runtime pause changes
+        in place. So a part is kept while its job has the same entry and pause: a poll
+        while jobs fire encodes nothing again (may run off the loop; one at a time)."""
+        old = self._specs
+        paused = bytes(map(_PAUSED, entries))
+        if (
+            old is not None
+            and len(old.entries) == len(entries)
+            and all(map(is_, old.entries, entries))
+        ):
+            layout, fresh = old, _differ(old.paused, paused)
+        else:
+            layout, fresh = _SpecLayout(entries), []
+            kept = dict(_kept(old.entries, entries)) if old is not None else {}
+            for index in range(len(entries)):
+                was = kept.get(index)
+                if was is not None and old.paused[was] == paused[index]:  # type: ignore[union-attr]
+                    layout.parts[index] = old.parts[was]  # type: ignore[union-attr]
+                else:
+                    fresh.append(index)
+        for index in fresh:
+            entry = entries[index]
+            layout.parts[index] = dumps(entry.id) + b":" + dumps(_spec_of(entry))
+        layout.paused = paused
+        self._specs = layout
+        head = b'{"revision":' + dumps(self._revision()) + b',"jobs":{'
+        return layout.parts.wrapped(head, b"}}")
+
+
+class _SpecLayout:
+    """``GET /specs`` in parts: each job's encoded spec at its place in id order, and the
+    runtime pause it was encoded with (one byte a job)."""
+
+    __slots__ = ("entries", "parts", "paused")
+
+    def __init__(self, entries: list[Entry]) -> None:
+        self.entries = entries
+        self.parts = Joined([b""] * len(entries), sep=b",")
+        self.paused = bytes(len(entries))
+
+
+_PAUSED = attrgetter("runtime_paused")
+
+
+def _differ(before: bytes, now: bytes) -> list[int]:
+    """The places where two byte strings of one length differ (none: compared at once)."""
+    if before == now:
+        return []
+    return [index for index, (a, b) in enumerate(zip(before, now, strict=True)) if a != b]
 
 
 def _spec_of(entry: Entry) -> dict[str, Any]:
