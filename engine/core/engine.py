@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from engine._version import __version__
 from engine.core.leadership import Leadership
+from engine.core.memory import Trimmer
 from engine.core.reconciling import Reconciling
 from engine.core.samples import JobSamples
 from engine.core.tuning import ProcessTuning
@@ -87,6 +88,7 @@ class Engine:
         self.lease_io = DaemonExecutor(1, "schedctl-lease")
         self.threads = TaskThreads(self.settings.thread_pool_size)
         self.tuning = ProcessTuning(self.settings.tune_process)
+        self.trimmer = Trimmer(self.settings.tune_process, self.io)  # after large answers
         self.history = History(self.settings.history_limit, on_change=self._run_changed)
         self.persister = Persister(
             self.db, history_limit=self.settings.history_limit, fence=self.fence_now
@@ -262,6 +264,7 @@ class Engine:
         if self.watch is not None:
             self.watch.stop()
         capture.uninstall()
+        self.trimmer.stop()
         self.io.shutdown(wait=False)
         self.lease_io.shutdown(wait=False)
         self.db.close()

@@ -19,8 +19,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.background import BackgroundTask
 
 from engine.core.engine import Engine
+from engine.core.memory import LARGE_ANSWER
 from engine.jsontext import dumps
 from engine.redact import redact_job
 from engine.surfaces.models import (
@@ -114,7 +116,7 @@ async def jobs(
         tag, body = await engine.jobs_body()
         if _not_modified(request, tag):
             return _unchanged(tag)
-        return Response(body, media_type="application/json", headers={"ETag": tag})
+        return _large(engine, Response(body, media_type="application/json", headers={"ETag": tag}))
     tag = engine.views.etag("jobs", request.url.query)
     if _not_modified(request, tag):
         return _unchanged(tag)
@@ -204,12 +206,26 @@ async def events(
 async def specs(request: Request) -> Response:
     """Canonical specs and fingerprints of every job (secrets masked), and digests of
     their secrets: for ``schedctl plan``."""
-    return Response(await _engine(request).specs_body(), media_type="application/json")
+    engine = _engine(request)
+    return _large(engine, Response(await engine.specs_body(), media_type="application/json"))
 
 
 @_read("/metrics", response_class=Response, responses=_METRICS)
 async def metrics(request: Request) -> Response:
-    return Response(await _engine(request).metrics_body(), media_type=CONTENT_TYPE_LATEST)
+    engine = _engine(request)
+    return _large(engine, Response(await engine.metrics_body(), media_type=CONTENT_TYPE_LATEST))
+
+
+def _large(engine: Engine, response: Response) -> Response:
+    """A large answer gives what building it freed back to the system once it is sent
+    (``engine.core.memory``)."""
+    if len(response.body) >= LARGE_ANSWER:
+        response.background = BackgroundTask(_trim_soon, engine)
+    return response
+
+
+async def _trim_soon(engine: Engine) -> None:  # async: it runs on the loop, not a thread
+    engine.trimmer.soon()
 
 
 # -- JSON that never fails ----------------------------------------------------------------
