@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import logging
 import time
 from collections.abc import Callable
@@ -32,9 +31,8 @@ GAP_S = 5.0
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim: Any = libc.malloc_trim
+    try:  # the process's own symbols: libc's where it is glibc (no ldconfig run)
+        trim: Any = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
