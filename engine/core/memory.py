@@ -36,7 +36,8 @@ def _malloc_trim() -> Callable[[int], int] | None:
     except (OSError, AttributeError):
         return None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim  # type: ignore[no-any-return]
+    found: Callable[[int], int] = trim
+    return found
 
 
 _TRIM = _malloc_trim()
