@@ -93,9 +93,15 @@ class Joined:
 
     def wrapped(self, head: bytes, tail: bytes) -> bytes:
         """``head + sep.join(items) + tail``, copying the whole once."""
-        pieces = list(self.blocks())
-        if not pieces:
-            return head + tail
-        pieces[0] = head + pieces[0]
-        pieces[-1] = pieces[-1] + tail
-        return self._sep.join(pieces)
+        return b"".join(self.pieces(head, tail))
+
+    def pieces(self, head: bytes, tail: bytes) -> list[bytes]:
+        """``wrapped(head, tail)`` as the pieces whose join it is, nothing copied (the
+        blocks are replaced, never changed: the list stays right whatever comes next)."""
+        out = [head]
+        for at, block in enumerate(self.blocks()):
+            if at:
+                out.append(self._sep)
+            out.append(block)
+        out.append(tail)
+        return out

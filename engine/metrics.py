@@ -281,8 +281,12 @@ class Metrics:
         return found[1]
 
     def render(self) -> bytes:
+        return b"".join(self.render_pieces())
+
+    def render_pieces(self) -> list[bytes]:
+        """``render()`` as the pieces whose join it is."""
         with self._render_lock:
-            return b"".join([*self._job_parts(), generate_latest(self.registry)])
+            return [*self._job_parts(), generate_latest(self.registry)]
 
     def render_jobs(self) -> bytes:
         """The per-job families, as ``generate_latest`` would write ``job_collector``'s."""

@@ -26,7 +26,7 @@ from engine.state.history import History
 if TYPE_CHECKING:
     from engine.scheduler.facade import SchedulerFacade
 
-__all__ = ["JobsPlan", "Views", "job_dynamic", "job_info", "job_static"]
+__all__ = ["JobsPlan", "SpecsPlan", "Views", "job_dynamic", "job_info", "job_static"]
 
 BIG = 2_000  # jobs above which an answer is built off the event loop
 
@@ -106,6 +106,14 @@ def job_info(
     return job_static(facade, entry, job, stale_files, descriptions) | job_dynamic(
         history, entry, job
     )
+
+
+class SpecsPlan(NamedTuple):
+    """What the loop hands a ``GET /specs`` build: the catalog's (identity, version) and
+    its entries in id order (None: the same as at the last build)."""
+
+    catalog: tuple[int, int]
+    entries: list[Entry] | None
 
 
 class JobsPlan(NamedTuple):
@@ -198,15 +206,16 @@ class Views:
             return JobsPlan(version, None, touched)
         return JobsPlan(version, self.snapshot(), touched)
 
-    def jobs_body(self, plan: JobsPlan) -> bytes:
-        """The body of ``GET /jobs`` (may run off the loop; one build at a time)."""
+    def jobs_body(self, plan: JobsPlan) -> list[bytes]:
+        """The body of ``GET /jobs``, as the pieces whose join it is (may run off the
+        loop; one build at a time)."""
         try:
             return self._jobs_body(plan)
         except BaseException:
             self._parts_base = None  # the touched jobs are not lost: all are built again
             raise
 
-    def _jobs_body(self, plan: JobsPlan) -> bytes:
+    def _jobs_body(self, plan: JobsPlan) -> list[bytes]:
         facade, history, stale = self._facade(), self._history(), self._stale()
         old, touched = self._layout, plan.touched
         if plan.entries is None and old is not None:
@@ -228,7 +237,7 @@ class Views:
                 self._encode(layout, index, facade, history, stale)
             self._layout = layout
         parts = layout.parts
-        return parts.wrapped(b'{"count":%d,"jobs":[' % len(parts), b"]}")
+        return parts.pieces(b'{"count":%d,"jobs":[' % len(parts), b"]}")
 
     def _encode(
         self,
@@ -297,21 +306,35 @@ class Views:
             },
         }
 
-    def specs_body(self, entries: list[Entry]) -> bytes:
-        """``specs(entries)`` as JSON, from each job's kept part. An entry is replaced, not
+    def plan_specs_body(self) -> SpecsPlan:
+        """On the loop: the entries in id order, unless the catalog holds the same ones
+        as at the last build (sorting 100,000 entries holds the loop 30 ms)."""
+        catalog = self._facade().catalog
+        version = (id(catalog), getattr(catalog, "version", -1))
+        kept = self._specs
+        if kept is not None and kept.catalog == version and version[1] >= 0:
+            return SpecsPlan(version, None)
+        return SpecsPlan(version, self.snapshot())
+
+    def specs_body(self, plan: SpecsPlan) -> list[bytes]:
+        """``specs(entries)`` as JSON (the pieces whose join it is), from each job's kept
+        part. An entry is replaced, not
         changed, when its job is edited, moved or restored; only its runtime pause changes
         in place. So a part is kept while its job has the same entry and pause: a poll
         while jobs fire encodes nothing again (may run off the loop; one at a time)."""
         old = self._specs
+        entries = plan.entries if plan.entries is not None or old is None else old.entries
+        if entries is None:
+            entries = self.snapshot()
         paused = bytes(map(_PAUSED, entries))
-        if (
-            old is not None
-            and len(old.entries) == len(entries)
-            and all(map(is_, old.entries, entries))
+        if old is not None and (
+            entries is old.entries
+            or (len(old.entries) == len(entries) and all(map(is_, old.entries, entries)))
         ):
             layout, fresh = old, _differ(old.paused, paused)
+            layout.catalog = plan.catalog
         else:
-            layout, fresh = _SpecLayout(entries), []
+            layout, fresh = _SpecLayout(plan.catalog, entries), []
             kept = dict(_kept(old.entries, entries)) if old is not None else {}
             for index in range(len(entries)):
                 was = kept.get(index)
@@ -325,16 +348,17 @@ class Views:
         layout.paused = paused
         self._specs = layout
         head = b'{"revision":' + dumps(self._revision()) + b',"jobs":{'
-        return layout.parts.wrapped(head, b"}}")
+        return layout.parts.pieces(head, b"}}")
 
 
 class _SpecLayout:
     """``GET /specs`` in parts: each job's encoded spec at its place in id order, and the
     runtime pause it was encoded with (one byte a job)."""
 
-    __slots__ = ("entries", "parts", "paused")
+    __slots__ = ("catalog", "entries", "parts", "paused")
 
-    def __init__(self, entries: list[Entry]) -> None:
+    def __init__(self, catalog: tuple[int, int], entries: list[Entry]) -> None:
+        self.catalog = catalog
         self.entries = entries
         self.parts = Joined([b""] * len(entries), sep=b",")
         self.paused = bytes(len(entries))

@@ -157,3 +157,40 @@ def test_secret_looking_kwargs_are_redacted(serve: ServeFactory, project: Path) 
         text = response.text
         leaked = [s for s in SECRETS if s in text]
         assert not leaked, f"{path} shows {leaked}"
+
+
+def test_large_answers_come_in_pieces_with_their_length_said_first(
+    serve: ServeFactory, project: Path
+) -> None:
+    """Above 2,000 jobs /jobs, /specs and /metrics are sent piece by piece: the client
+    gets the length first and exactly that many bytes, the same JSON as a job's own
+    answer says, and HEAD and a conditional GET answer as for a small list."""
+    lines = ["jobs:"]
+    for n in range(2500):
+        lines += [f"  job-{n:04d}:", "    task: tasks.e2e:noop", '    cron: "0 3 * * *"']
+    write(project / "schedules" / "many.yaml", "\n".join(lines) + "\n")
+    server = serve()
+    for path in ("/jobs", "/specs", "/metrics"):
+        response = server.request("GET", path)
+        assert response.status_code == 200, path
+        assert int(response.headers["content-length"]) == len(response.content) > 300_000, path
+        assert "transfer-encoding" not in response.headers, path
+    listed = server.get("/jobs")
+    assert listed["count"] == 2500 == len(listed["jobs"])
+    fresh = server.job("job-1234")
+    fresh.pop("runs")
+    assert listed["jobs"][1234] == fresh
+    assert set(server.get("/specs")["jobs"]) == {job["id"] for job in listed["jobs"]}
+    assert (
+        server.request("GET", "/metrics").text.count(
+            'schedctl_job_next_run_timestamp_seconds{job_id="job-'
+        )
+        == 2500
+    )
+
+    head = server.request("HEAD", "/jobs")
+    whole = server.request("GET", "/jobs")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == whole.headers["content-length"]
+    tag = whole.headers["etag"]
+    assert server.client.get("/jobs", headers={"If-None-Match": tag}).status_code == 304
