@@ -408,7 +408,8 @@ def polling(total: int, hot: int, seconds: float, rate: float) -> dict[str, Any]
                 await asyncio.sleep(0.2)
             found["metrics_render"] = _stats(renders)
             found["metrics_stall_ms"] = max(stalls) * 1000
-            found["metrics_bytes"] = len(body)
+            # A large body comes as the pieces the server sends one after the other.
+            found["metrics_bytes"] = len(body) if isinstance(body, bytes) else sum(map(len, body))
             _exit_now(found, tmp)
             return found
 
