@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
+from operator import itemgetter
 from typing import Any
 
 from apscheduler.job import Job
@@ -77,7 +78,10 @@ def in_id_order(catalog: dict[str, Entry]) -> list[tuple[str, Entry]]:
     midway); the copy is then sorted. Looking each sorted id up again could miss a job
     just removed, and sorting the live items can be interrupted by a collection (making a
     tuple per item) and fail with "dictionary changed size during iteration"."""
-    return sorted(dict(catalog).items())
+    return sorted(dict(catalog).items(), key=_FIRST)  # by id alone: no pair compared
+
+
+_FIRST = itemgetter(0)
 
 
 @dataclass(slots=True)
