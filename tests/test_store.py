@@ -321,3 +321,43 @@ def test_jobs_due_at_the_same_instant_come_in_id_order_like_memory_store(
             store.add_job(make_job(job_id, T0))
     assert due_ids(memory, T0) == ["a", "b", "c"]
     assert due_ids(heap, T0) == due_ids(memory, T0)
+
+
+def test_the_catalogs_kept_order_follows_every_change_a_dict_can_make(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``Catalog.ids_in_order`` keeps the ids sorted through single adds and removals and
+    lets the order go on bulk changes: whatever the changes, it is ``sorted(catalog)``,
+    and every change moves the version."""
+    import random
+
+    from engine.scheduler.catalog import Catalog, Entry
+
+    draw = random.Random(5)
+    monkeypatch.setattr(Catalog, "KEPT_ADDS", 50)  # let the kept order go now and then
+    catalog = Catalog()
+    ids = [f"job-{n:03d}" for n in range(300)]
+    for _ in range(3000):
+        key = draw.choice(ids)
+        version = catalog.version
+        op = draw.randrange(10)
+        if op < 4:
+            catalog[key] = Entry(key, "declared")
+        elif op == 4:
+            catalog.pop(key, None)
+        elif op == 5 and key in catalog:
+            del catalog[key]
+        elif op == 6:
+            catalog.setdefault(key, Entry(key, "runtime"))
+        elif op == 7:
+            catalog.update({k: Entry(k, "declared") for k in draw.sample(ids, 5)})
+        elif op == 8 and draw.random() < 0.05:
+            catalog.clear() if draw.random() < 0.5 else catalog.popitem() if catalog else None
+        else:
+            assert catalog.ids_in_order() == sorted(catalog)
+            continue
+        if op in (0, 1, 2, 3, 7):
+            assert catalog.version > version
+        if draw.random() < 0.3:
+            assert catalog.ids_in_order() == sorted(catalog)
+    assert catalog.ids_in_order() == sorted(catalog)

@@ -19,7 +19,7 @@ from engine.files.spec import as_dict
 from engine.joined import Joined
 from engine.jsontext import dumps
 from engine.redact import redact, spec_secret_digests
-from engine.scheduler.catalog import Entry, in_id_order
+from engine.scheduler.catalog import Catalog, Entry, in_id_order
 from engine.scheduler.jobs import describe_trigger, trigger_for
 from engine.state.history import History
 
@@ -125,6 +125,14 @@ class JobsPlan(NamedTuple):
     touched: set[str]
 
 
+def _in_order_on_loop(catalog: dict[str, Entry]) -> list[Entry]:
+    """On the loop, which changes the catalog: its entries in id order, from the order
+    the catalog keeps (``in_id_order`` sorts them again, wherever it is called)."""
+    if isinstance(catalog, Catalog):
+        return list(map(catalog.__getitem__, catalog.ids_in_order()))
+    return [entry for _, entry in in_id_order(catalog)]
+
+
 def _place(entries: list[Entry], job_id: str) -> int | None:
     """Where ``job_id`` is in ``entries`` (in id order), if it is there."""
     at = bisect_left(entries, job_id, key=_ID)
@@ -204,7 +212,7 @@ class Views:
         layout = self._layout
         if layout is not None and layout.catalog == version and version[1] >= 0:
             return JobsPlan(version, None, touched)
-        return JobsPlan(version, self.snapshot(), touched)
+        return JobsPlan(version, _in_order_on_loop(catalog), touched)
 
     def jobs_body(self, plan: JobsPlan) -> list[bytes]:
         """The body of ``GET /jobs``, as the pieces whose join it is (may run off the
@@ -314,7 +322,7 @@ class Views:
         kept = self._specs
         if kept is not None and kept.catalog == version and version[1] >= 0:
             return SpecsPlan(version, None)
-        return SpecsPlan(version, self.snapshot())
+        return SpecsPlan(version, _in_order_on_loop(catalog))
 
     def specs_body(self, plan: SpecsPlan) -> list[bytes]:
         """``specs(entries)`` as JSON (the pieces whose join it is), from each job's kept
