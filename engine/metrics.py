@@ -156,6 +156,10 @@ def _job_lines(sample: JobSample) -> tuple[bytes, bytes, bytes, bytes, bytes]:
     )
 
 
+def _same(written: JobSample, sample: JobSample) -> bool:
+    return written is sample or written == sample
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -166,7 +170,9 @@ class Metrics:
         # The registry holds the engine-wide series; the per-job ones are written by
         # render() (see the module docstring), so a scrape at 10k jobs costs milliseconds.
         self.job_collector = _JobCollector(self)
-        self._lines: dict[str, tuple[JobSample, tuple[bytes, bytes, bytes, bytes, bytes]]] = {}
+        # The sample each job's lines were written from, in the families' order: the
+        # lines themselves are kept only in the families' joined blocks.
+        self._written: list[JobSample] = []
         # Each gauge family's lines, one per job in sample order.
         self._families = [Joined() for _ in _FAMILIES[1:]]
         # The places ``source`` said changed since the last render, whoever asked it.
@@ -273,13 +279,6 @@ class Metrics:
             self._changed.update(changed)
         return samples
 
-    def _lines_of(self, sample: JobSample) -> tuple[bytes, bytes, bytes, bytes, bytes]:
-        """The job's lines, kept while its sample is equal (under the render lock)."""
-        found = self._lines.get(sample.job_id)
-        if found is None or (found[0] is not sample and found[0] != sample):
-            found = self._lines[sample.job_id] = (sample, _job_lines(sample))
-        return found[1]
-
     def render(self) -> bytes:
         return b"".join(self.render_pieces())
 
@@ -326,26 +325,30 @@ class Metrics:
                 )
             text[index] = line[1]
         out += text.blocks()
-        kept, families = self._lines, self._families
+        families, kept = self._families, self._written
         samples = self._take_samples()
         changed, self._changed = self._changed, set()
         all_changed, self._all_changed = self._all_changed, False
-        if all_changed or len(families[0]) != len(samples):  # a new layout: every job's lines
-            rows = [self._lines_of(sample) for sample in samples]
+        if all_changed or len(kept) != len(samples):  # a new layout: every job's lines
+            was = {sample.job_id: index for index, sample in enumerate(kept)}
+            rows = []
+            for sample in samples:
+                index = was.get(sample.job_id)
+                if index is not None and _same(kept[index], sample):
+                    rows.append(tuple(family[index] for family in families))
+                else:
+                    rows.append(_job_lines(sample))
             families = self._families = [
                 Joined(map(itemgetter(index), rows)) for index in range(len(families))
             ]
-            if len(kept) > len(samples) + 1024:  # jobs gone
-                seen = {sample.job_id for sample in samples}
-                for job_id in [j for j in kept if j not in seen]:
-                    del kept[job_id]
+            self._written = list(samples)
         else:  # the same jobs: the lines of those whose sample changed
             for index in sorted(changed):
-                before = kept.get(samples[index].job_id)
-                lines = self._lines_of(samples[index])
-                if before is not None and before[1] is lines:
+                sample = samples[index]
+                if _same(kept[index], sample):
                     continue  # an equal sample: its lines are in place
-                for family, part in zip(families, lines, strict=True):
+                kept[index] = sample
+                for family, part in zip(families, _job_lines(sample), strict=True):
                     family[index] = part
         for (name, kind, doc), family in zip(_FAMILIES[1:], families, strict=True):
             out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n".encode())

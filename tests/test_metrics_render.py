@@ -246,3 +246,23 @@ def test_a_scrape_off_the_loop_reads_one_state_of_a_catalog_the_loop_is_changing
         loop.join()
         sys.setswitchinterval(switch)
         gc.set_threshold(*threshold)
+
+
+def test_a_job_whose_sample_changes_back_shows_its_first_lines_again() -> None:
+    """Each job's lines are kept only in the joined text, with the sample they were
+    written from: a sample that changes, then changes back, is written again each time,
+    and a new layout keeps the lines of the jobs whose samples did not change."""
+    first = JobSample("job-a", 1.0, 2.0, "success", 3e9, 0, False)
+    other = JobSample("job-a", 5.0, 6.0, "failed", None, 2, True)
+    steady = JobSample("job-b", None, None, None, 4e9, 0, False)
+    samples = [first, steady]
+    changed: list[int] | None = None
+    metrics = Metrics()
+    metrics.source = lambda: (list(samples), changed)
+    for step, (sample, places) in enumerate(
+        [(first, None), (other, [0]), (first, [0]), (other, [0]), (first, None)]
+    ):
+        samples[0], changed = sample, places
+        if step == 4:  # a new layout: a job added before the others
+            samples.insert(0, JobSample("job-0", None, None, None, None, 0, False))
+        assert metrics.render_jobs() == _library_text(metrics), step
