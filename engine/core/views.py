@@ -235,13 +235,14 @@ class Views:
         else:
             entries = plan.entries if plan.entries is not None else self.snapshot()
             layout = _Layout(plan.catalog, entries)
-            fresh = set(range(len(entries)))
-            for index, was in _kept(old.entries, entries) if old is not None else ():
-                layout.statics[index] = old.statics[was]  # type: ignore[union-attr]
-                layout.parts[index] = old.parts[was]  # type: ignore[union-attr]
-                if entries[index].id not in touched:
-                    fresh.discard(index)
-            for index in fresh:
+            kept = dict(_kept(old.entries, entries)) if old is not None else {}
+            for index in range(len(entries)):
+                was = kept.get(index)
+                if was is not None:
+                    layout.statics[index] = old.statics[was]  # type: ignore[union-attr]
+                    layout.parts[index] = old.parts[was]  # type: ignore[union-attr]
+                    if entries[index].id not in touched:
+                        continue
                 self._encode(layout, index, facade, history, stale)
             self._layout = layout
         parts = layout.parts
@@ -326,13 +327,16 @@ class Views:
 
     def specs_body(self, plan: SpecsPlan) -> list[bytes]:
         """``specs(entries)`` as JSON (the pieces whose join it is), from each job's kept
-        part. An entry is replaced, not
-        changed, when its job is edited, moved or restored; only its runtime pause changes
-        in place. So a part is kept while its job has the same entry and pause: a poll
-        while jobs fire encodes nothing again (may run off the loop; one at a time)."""
+        part. An entry is replaced, not changed, when its job is edited, moved or
+        restored; only its runtime pause changes in place. So a part is kept while its
+        job has the same entry and pause: a poll while jobs fire encodes nothing again
+        (may run off the loop; one at a time)."""
         old = self._specs
-        entries = plan.entries if plan.entries is not None or old is None else old.entries
-        if entries is None:
+        if plan.entries is not None:
+            entries = plan.entries
+        elif old is not None:  # the catalog holds the same entries as at the last build
+            entries = old.entries
+        else:
             entries = self.snapshot()
         paused = bytes(map(_PAUSED, entries))
         if old is not None and (
