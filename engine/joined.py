@@ -91,13 +91,10 @@ class Joined:
         pieces.append(block[kept_from:])
         self._blocks[at] = b"".join(pieces)
 
-    def wrapped(self, head: bytes, tail: bytes) -> bytes:
-        """``head + sep.join(items) + tail``, copying the whole once."""
-        return b"".join(self.pieces(head, tail))
-
     def pieces(self, head: bytes, tail: bytes) -> list[bytes]:
-        """``wrapped(head, tail)`` as the pieces whose join it is, nothing copied (the
-        blocks are replaced, never changed: the list stays right whatever comes next)."""
+        """``head + sep.join(items) + tail`` as the pieces whose join it is, nothing
+        copied (the blocks are replaced, never changed: the list stays right whatever
+        comes next)."""
         out = [head]
         for at, block in enumerate(self.blocks()):
             if at:

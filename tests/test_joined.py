@@ -21,13 +21,13 @@ def test_a_body_joined_by_blocks_follows_every_change_as_a_whole_join_would(sep:
             items[index] = b"changed-%d-%d" % (index, draw.randrange(10**6))
             joined[index] = items[index]
         assert sep.join(joined.blocks()) == sep.join(items), places
-        assert joined.wrapped(b"[", b"]") == b"[" + sep.join(items) + b"]"
+        assert b"".join(joined.pieces(b"[", b"]")) == b"[" + sep.join(items) + b"]"
         assert [joined[n] for n in range(len(joined))] == items
 
 
 def test_an_empty_body_is_its_head_and_tail() -> None:
-    assert Joined([], b",").wrapped(b'{"jobs":[', b"]}") == b'{"jobs":[]}'
-    assert Joined([b"only"], b",").wrapped(b"[", b"]") == b"[only]"
+    assert b"".join(Joined([], b",").pieces(b'{"jobs":[', b"]}")) == b'{"jobs":[]}'
+    assert b"".join(Joined([b"only"], b",").pieces(b"[", b"]")) == b"[only]"
 
 
 @pytest.mark.parametrize("sep", [b"", b",", b",\n"])
@@ -61,4 +61,4 @@ def test_a_place_outside_the_parts_is_refused() -> None:
         joined[2] = b"c"
     with pytest.raises(IndexError):
         joined[2]
-    assert joined.wrapped(b"[", b"]") == b"[a,b]"
+    assert b"".join(joined.pieces(b"[", b"]")) == b"[a,b]"
