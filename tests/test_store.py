@@ -361,3 +361,28 @@ def test_the_catalogs_kept_order_follows_every_change_a_dict_can_make(
         if draw.random() < 0.3:
             assert catalog.ids_in_order() == sorted(catalog)
     assert catalog.ids_in_order() == sorted(catalog)
+
+
+def test_taken_jobs_are_due_again_only_once_updated_or_retried(
+    heap: HeapJobStore, make_job: MakeJob
+) -> None:
+    for job_id in ("b", "a", "c"):
+        heap.add_job(make_job(job_id, T0))
+    taken = heap.take_due(T0.timestamp())
+    assert [job.id for job in taken] == ["a", "b", "c"]
+    assert heap.take_due(T0.timestamp()) == []  # taken: the firing pass owns them now
+    assert len(heap) == 3
+
+    a, b, _ = taken
+    heap.update_job(a)  # its next run time unchanged (a retried pass): due again at once
+    b.next_run_time = T0 + timedelta(seconds=5)
+    heap.update_job(b)
+    assert [job.id for job in heap.take_due(T0.timestamp())] == ["a"]
+    assert [job.id for job in heap.take_due((T0 + timedelta(seconds=5)).timestamp())] == ["b"]
+
+    c = heap.lookup_job("c")
+    assert c is not None
+    heap.retry_at(c, (T0 + timedelta(seconds=10)).timestamp())
+    assert heap.get_next_run_time() == T0 + timedelta(seconds=10)
+    assert c.next_run_time == T0  # what the status shows: still the time it is late for
+    assert [job.id for job in heap.take_due((T0 + timedelta(seconds=10)).timestamp())] == ["c"]

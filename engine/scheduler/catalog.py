@@ -172,6 +172,11 @@ class BoundedJob(Job):
     __slots__ = ()
 
     def _get_run_times(self, now: datetime) -> list[datetime]:
+        return self.due_times(now)[0]
+
+    def due_times(self, now: datetime) -> tuple[list[datetime], datetime | None]:
+        """(the fire times due at ``now``, the first one after them): each is computed
+        once, where APScheduler asks the trigger again for the next one."""
         run_times: list[datetime] = []
         next_run_time = self.next_run_time
         while next_run_time is not None and next_run_time <= now:
@@ -191,7 +196,7 @@ class BoundedJob(Job):
                         latest.isoformat(),
                     )
                     run_times.append(latest)
-                break
+                return run_times, self.trigger.get_next_fire_time(run_times[-1], now)
             next_run_time = self.trigger.get_next_fire_time(next_run_time, now)
             if len(run_times) >= CATCH_UP_LIMIT and next_run_time is not None:
                 grace = self.misfire_grace_time or 0
@@ -208,7 +213,7 @@ class BoundedJob(Job):
                     resumed.isoformat() if resumed else "its end",
                 )
                 next_run_time = resumed
-        return run_times
+        return run_times, next_run_time
 
     def _latest_due(self, now: datetime) -> datetime | None:
         """A fire time at most ``now`` and close to it (searched back, doubling)."""

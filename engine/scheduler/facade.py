@@ -14,9 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from apscheduler.executors.base import BaseExecutor
 from apscheduler.job import Job
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import STATE_RUNNING
 from apscheduler.triggers.base import BaseTrigger
 
@@ -24,6 +22,7 @@ from engine.execution.dispatch import Dispatcher
 from engine.files.spec import JobSpec, as_dict
 from engine.reconciler import Desired, LiveJob, Op, Plan, Step
 from engine.scheduler.catalog import Catalog, Entry, build_job
+from engine.scheduler.firing import FiringScheduler
 from engine.scheduler.jobs import task_of, trigger_for
 from engine.scheduler.store import HeapJobStore
 from engine.scheduler.triggers import CrontabTrigger
@@ -33,23 +32,6 @@ __all__ = ["SchedulerFacade"]
 
 log = logging.getLogger("schedctl.scheduler")
 DEFAULT_GRACE = 60  # seconds; APScheduler requires an int
-
-
-class _DispatchExecutor(BaseExecutor):
-    """APScheduler's executor interface, handing every due job to the dispatcher."""
-
-    def __init__(self, facade: SchedulerFacade) -> None:
-        super().__init__()
-        self.facade = facade
-
-    def submit_job(self, job: Job, run_times: list[datetime]) -> None:
-        self.facade.due(job, run_times)
-
-    def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:  # pragma: no cover
-        self.facade.due(job, run_times)
-
-    def shutdown(self, wait: bool = True) -> None:
-        pass  # the dispatcher drains runs; nothing is left to stop here
 
 
 class SchedulerFacade:
@@ -63,10 +45,10 @@ class SchedulerFacade:
         self._changed = on_job_change or (lambda job_id: None)
         self._time_changed = on_time_change or (lambda job_id: None)
         self.store = HeapJobStore(on_change=self._store_changed)
-        self.scheduler = AsyncIOScheduler(
+        self.scheduler = FiringScheduler(
+            self.store,
+            self.due,
             timezone=UTC,
-            jobstores={"default": self.store},
-            executors={"default": _DispatchExecutor(self)},
             job_defaults={
                 "misfire_grace_time": DEFAULT_GRACE,
                 "coalesce": True,

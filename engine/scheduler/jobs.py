@@ -11,7 +11,6 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from apscheduler.util import datetime_to_utc_timestamp
 
 from engine.execution.task import Task
 from engine.files.durations import format_duration
@@ -68,11 +67,11 @@ def schedule_problem(spec: JobSpec, now: datetime | None = None) -> tuple[str, s
         trigger = trigger_for(spec, now)
         first = trigger.get_next_fire_time(None, now)
         if first is not None:
-            datetime_to_utc_timestamp(first)  # what the job store orders jobs by
-            datetime.fromtimestamp(first.timestamp(), UTC)  # what a restart reads back
+            # The job store orders jobs by these timestamps, a restart reads them back.
+            datetime.fromtimestamp(first.timestamp(), UTC)
             after = trigger.get_next_fire_time(first, first)
             if after is not None:
-                datetime_to_utc_timestamp(after)
+                datetime.fromtimestamp(after.timestamp(), UTC)
     except (OverflowError, ValueError) as exc:
         field = next(
             (name for name in ("at", "start", "end") if getattr(spec, name) is not None),

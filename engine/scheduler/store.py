@@ -1,22 +1,20 @@
 """An in-memory APScheduler job store whose operations stay O(log N) at 100k jobs.
 
 ``MemoryJobStore`` keeps one sorted list (O(N) inserts, O(N^2) bulk loads). This store
-keeps a dict of jobs and a heap of ``(timestamp, sequence, id)`` entries with lazy
-deletion: an entry is live only while it matches the job's current key. Persistence is
-not its job: the engine writes job state to its own tables in batches.
+keeps a dict of jobs and a heap of ``(timestamp, id)`` entries with lazy deletion: an
+entry is live only while it matches the job's current key. Jobs due at the same time
+come out in id order. Persistence is not its job: the engine writes job state to its
+own tables in batches.
 """
 
 from __future__ import annotations
 
 import heapq
-import itertools
 from collections.abc import Callable
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
 
 from apscheduler.job import Job
 from apscheduler.jobstores.base import BaseJobStore, ConflictingIdError, JobLookupError
-from apscheduler.util import datetime_to_utc_timestamp, utc_timestamp_to_datetime
 
 __all__ = ["HeapJobStore"]
 
@@ -26,8 +24,7 @@ class HeapJobStore(BaseJobStore):
         super().__init__()
         self._jobs: dict[str, Job] = {}
         self._keys: dict[str, float | None] = {}
-        self._heap: list[tuple[float, int, str]] = []
-        self._seq = itertools.count()
+        self._heap: list[tuple[float, str]] = []
         self._on_change = on_change or (lambda job_id: None)
 
     # -- reads -------------------------------------------------------------------------
@@ -36,29 +33,44 @@ class HeapJobStore(BaseJobStore):
         return self._jobs.get(job_id)
 
     def get_due_jobs(self, now: datetime) -> list[Job]:
-        limit = datetime_to_utc_timestamp(now)
-        due: list[tuple[float, int, str]] = []
-        while self._heap and self._heap[0][0] <= limit:
-            entry = heapq.heappop(self._heap)
-            if self._keys.get(entry[2]) == entry[0] and entry[2] in self._jobs:
-                due.append(entry)
-        for entry in due:  # still scheduled until the scheduler updates or removes them
-            heapq.heappush(self._heap, entry)
-        seen: set[str] = set()
-        jobs = []
-        for _, _, job_id in sorted(due, key=lambda entry: (entry[0], entry[2])):
-            if job_id not in seen:
-                seen.add(job_id)
-                jobs.append(self._jobs[job_id])
-        return jobs
+        due = self.take_due(now.timestamp())
+        for job in due:  # still scheduled until the scheduler updates or removes them
+            self._index(job)
+        return due
+
+    def take_due(self, limit: float) -> list[Job]:
+        """The jobs due at ``limit`` (a UTC timestamp) or before, in (time, id) order,
+        their heap entries taken: the caller updates or removes each, or ``retry_at``."""
+        heap, keys, jobs = self._heap, self._keys, self._jobs
+        due: list[Job] = []
+        while heap and heap[0][0] <= limit:
+            when, job_id = heapq.heappop(heap)
+            if keys.get(job_id) == when:
+                job = jobs.get(job_id)
+                if job is not None:
+                    due.append(job)
+                    keys[job_id] = None  # no entry left: its update pushes the next one
+        return due
+
+    def retry_at(self, job: Job, when: float) -> None:
+        """Find ``job`` due again at ``when`` (a job whose pass failed), its next run time
+        left as it is."""
+        self._keys[job.id] = when
+        heapq.heappush(self._heap, (when, job.id))
+
+    def next_timestamp(self) -> float | None:
+        """The earliest time any job is due, as a UTC timestamp."""
+        heap, keys, jobs = self._heap, self._keys, self._jobs
+        while heap:
+            when, job_id = heap[0]
+            if keys.get(job_id) == when and job_id in jobs:
+                return when
+            heapq.heappop(heap)
+        return None
 
     def get_next_run_time(self) -> datetime | None:
-        while self._heap:
-            when, _, job_id = self._heap[0]
-            if self._keys.get(job_id) == when and job_id in self._jobs:
-                return utc_timestamp_to_datetime(when)
-            heapq.heappop(self._heap)
-        return None
+        when = self.next_timestamp()
+        return None if when is None else datetime.fromtimestamp(when, UTC)
 
     def get_all_jobs(self) -> list[Job]:
         def order(job: Job) -> tuple[int, float, str]:
@@ -105,20 +117,22 @@ class HeapJobStore(BaseJobStore):
         pass
 
     def _index(self, job: Job) -> None:
-        when: Any = job.next_run_time
-        key = datetime_to_utc_timestamp(when) if when is not None else None
-        if self._keys.get(job.id, -1.0) == key and key is not None:
+        when: datetime | None = job.next_run_time
+        job_id = job.id
+        key = when.timestamp() if when is not None else None
+        if key is not None and self._keys.get(job_id, -1.0) == key:
             return
-        self._keys[job.id] = key
+        self._keys[job_id] = key
         if key is not None:
-            heapq.heappush(self._heap, (key, next(self._seq), job.id))
-            self._compact()
+            heapq.heappush(self._heap, (key, job_id))
+            if len(self._heap) > 2 * len(self._jobs) + 1024:
+                self._compact()
 
     def _compact(self) -> None:
         if len(self._heap) > 2 * len(self._jobs) + 1024:
             self._heap = [
                 entry
                 for entry in self._heap
-                if self._keys.get(entry[2]) == entry[0] and entry[2] in self._jobs
+                if self._keys.get(entry[1]) == entry[0] and entry[1] in self._jobs
             ]
             heapq.heapify(self._heap)
