@@ -23,6 +23,7 @@ import time_machine
 from prometheus_client.parser import text_string_to_metric_families
 
 from engine.settings import Settings
+from engine.state.db import StateDB
 from tests.conftest import MakePackage
 from tests.harness import RUN_FIELDS, Running, engine_settings, eventually, parse_time, running
 
@@ -471,6 +472,60 @@ async def test_a_run_due_while_the_engine_was_down_is_missed_beyond_misfire_grac
             assert jobs.started == ["lenient"]
 
 
+async def test_a_one_shot_that_ran_stays_done_after_a_restart(
+    settings: Settings, schedules: Path, jobs: ModuleType
+) -> None:
+    due = datetime(2030, 1, 1, 3, tzinfo=UTC)
+    declare(
+        schedules,
+        f"""
+        jobs:
+          launch:
+            task: rn_tasks.jobs:ok
+            args: [launch]
+            at: "{due.isoformat()}"
+            misfire_grace: 1h
+          ticker:
+            task: rn_tasks.jobs:ok
+            args: [tick]
+            cron: "* * * * * *"
+        """,
+    )
+    with time_machine.travel(due - timedelta(seconds=0.5), tick=True):
+        async with running(settings) as engine:
+            await eventually(lambda: _status_is(engine.job("launch"), "success"), within=10)
+            job = await engine.job("launch")
+            assert (job["next_run_time"], job["paused"]) == (None, False)
+    db = StateDB(settings.database_url)
+    try:  # what a restart reads: done, not a paused job to be resumed
+        [row] = [row for row in db.load_jobs() if row.id == "launch"]
+        assert (row.done, row.next_run_time) == (True, None)
+    finally:
+        db.close()
+
+    # Back within the grace: had the job's row not said it is done, it would run again.
+    with time_machine.travel(due + timedelta(minutes=1), tick=True):
+        async with running(settings) as engine:
+            job = await engine.job("launch")
+            assert (job["next_run_time"], job["paused"]) == (None, False)  # done, not paused
+            assert job["last_run"]["status"] == "success"
+            assert statuses(job["runs"]) == ["success"]
+            # Resuming it at runtime has nothing to resume: a paused job would fire now.
+            await engine.scheduler.resume_job("launch")
+            resumed = datetime.now(UTC)
+            await eventually(
+                engine.until_runs(
+                    "ticker",
+                    lambda runs: any(
+                        parse_time(r["scheduled_at"]) > resumed for r in finished(runs)
+                    ),
+                ),
+                what="a tick after the resume",
+            )
+            assert statuses(await engine.runs("launch")) == ["success"]
+            assert jobs.started.count("launch") == 1
+
+
 async def test_coalesce_decides_whether_runs_missed_while_down_are_recorded_once_or_each(
     settings: Settings, schedules: Path, jobs: ModuleType
 ) -> None:
@@ -645,6 +700,7 @@ from pathlib import Path
 
 from engine.app import create_app
 from engine.settings import Settings
+from engine.state.db import StateDB
 
 
 async def main():

@@ -76,12 +76,18 @@ class SchedulerFacade:
             return
         self.dispatcher.due(job.id, entry.task, run_times, job.misfire_grace_time or 1)
 
-    def next_run_of(self, job_id: str) -> tuple[bool, float | None]:
-        """(still scheduled, its next run time as a UTC timestamp or None when paused)."""
+    def next_run_of(self, job_id: str) -> tuple[bool, bool, float | None]:
+        """(its row stays, it is done, its next run time as a UTC timestamp or None when
+        paused or done), as ``job_row`` would say, without building the row: a declared
+        job gone from the scheduler ran its last time, a runtime one is gone."""
         job = self.store.lookup_job(job_id)
-        if job is None:
-            return (False, None)
-        return (True, job.next_run_time.timestamp() if job.next_run_time else None)
+        if job is not None:
+            when = job.next_run_time
+            return (True, False, when.timestamp() if when is not None else None)
+        entry = self.catalog.get(job_id)
+        if entry is not None and entry.source == "declared":
+            return (True, True, None)
+        return (False, False, None)
 
     def mark(self, job_id: str) -> None:
         """The job's row changed: the writer saves it, read models rebuild it."""

@@ -184,8 +184,10 @@ class StateDB:
         self._update_next_run = self._driver(
             update(jobs)
             .where(jobs.c.id == bindparam("b_id"))
-            .values(next_run_time=bindparam("b_t"), changed_at=bindparam("b_c")),
-            ("b_t", "b_c", "b_id"),
+            .values(
+                next_run_time=bindparam("b_t"), done=bindparam("b_d"), changed_at=bindparam("b_c")
+            ),
+            ("b_t", "b_d", "b_c", "b_id"),
         )
         self._claim_sql: dict[int, str] = {}
 
@@ -380,17 +382,18 @@ class StateDB:
                 conn.execute(jobs.insert(), rows)
 
     def write_next_runs(
-        self, moved: Sequence[tuple[float | None, str]], fence: Fence | None = None
+        self, moved: Sequence[tuple[float | None, bool, str]], fence: Fence | None = None
     ) -> None:
-        """Only the next run times of jobs that fired: one UPDATE for many rows."""
+        """Only the next run times (and whether done) of jobs that fired: one UPDATE for
+        many rows, each ``(next run time, done, id)``."""
         if not moved:
             return
         stamp = time.time()
         sql, order = self._update_next_run
-        if order != ("b_t", "b_c", "b_id"):  # pragma: no cover - both dialects give this
+        if order != ("b_t", "b_d", "b_c", "b_id"):  # pragma: no cover - both dialects give this
             raise RuntimeError(f"unexpected parameter order {order}")
         with self.fenced(fence) as conn:
-            conn.exec_driver_sql(sql, [(when, stamp, job_id) for when, job_id in moved])
+            conn.exec_driver_sql(sql, [(when, done, stamp, job_id) for when, done, job_id in moved])
 
     # -- runs --------------------------------------------------------------------------
 

@@ -78,7 +78,7 @@ class Persister:
         job_row: Callable[[str], dict[str, Any] | None] | None = None,
         history_limit: int = 100,
         interval: float = 0.2,
-        next_run_of: Callable[[str], tuple[bool, float | None]] | None = None,
+        next_run_of: Callable[[str], tuple[bool, bool, float | None]] | None = None,
         fence: Callable[[], Fence | None] | None = None,
     ) -> None:
         self.db = db
@@ -113,7 +113,7 @@ class Persister:
     def bind(
         self,
         job_row: Callable[[str], dict[str, Any] | None],
-        next_run_of: Callable[[str], tuple[bool, float | None]] | None,
+        next_run_of: Callable[[str], tuple[bool, bool, float | None]] | None,
         fence: Callable[[], Fence | None] | None,
     ) -> None:
         """Point the writer at the scheduler of a new leadership term."""
@@ -259,7 +259,7 @@ class Persister:
     ) -> None:
         leading, fence = self._leader()
         upserts, removals = [], []
-        moved: list[tuple[float | None, str]] = []
+        moved: list[tuple[float | None, bool, str]] = []
         if leading:
             for job_id in job_ids:
                 row = self._job_row(job_id)
@@ -268,15 +268,11 @@ class Persister:
                 else:
                     upserts.append(row)
             for job_id in times if self._next_run_of is not None else ():
-                known, next_run = self._next_run_of(job_id)  # type: ignore[misc]
-                if known:
-                    moved.append((next_run, job_id))
-                else:  # gone from the scheduler (a one-shot that ran): its whole row changes
-                    row = self._job_row(job_id)
-                    if row is None:
-                        removals.append(job_id)
-                    else:
-                        upserts.append(row)
+                kept, done, next_run = self._next_run_of(job_id)  # type: ignore[misc]
+                if kept:  # still scheduled, or a declared one-shot that ran: done now
+                    moved.append((next_run, done, job_id))
+                else:  # a runtime job gone from the scheduler (a one-shot that ran)
+                    removals.append(job_id)
         else:
             facts = {}  # a standby's view of the leader's state is not its to write
         # Due runs do not wait behind history: claims go in between the chunks of runs.
