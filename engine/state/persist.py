@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
@@ -32,7 +33,7 @@ from engine.state.history import Run
 __all__ = ["Claim", "Persister"]
 
 log = logging.getLogger("schedctl.persist")
-_RunKey = tuple[str, float, int]
+_RunKey = tuple[str, datetime, int]
 _CHUNK = 500
 _JOBS_CHUNK = 2_000  # job rows written in one transaction, at most
 # Seconds between two claim transactions while claims keep coming; see Persister.claim_now.
@@ -95,7 +96,8 @@ class Persister:
         self._facts: dict[str, Any] = {}
         # What a failed write left behind, retried first next time.
         self._claims: list[tuple[list[Claim], ClaimCallback]] = []
-        self._runs: dict[_RunKey, dict[str, Any]] = {}
+        # Each run once however often it changed since the last flush, its row built then.
+        self._runs: dict[_RunKey, Run] = {}
         self._jobs: set[str] = set()
         self._times: set[str] = set()
         self._events: list[tuple[float, str, dict[str, Any]]] = []
@@ -198,8 +200,7 @@ class Persister:
         queue = self._run_queue
         while queue:
             run = queue.popleft()
-            row = run.as_row()
-            self._runs[(row["job_id"], row["scheduled_at"], row["attempt"])] = row
+            self._runs[(run.job_id, run.scheduled_at, run.attempt)] = run
         while self._job_queue:
             self._jobs.add(self._job_queue.popleft())
         while self._time_queue:
@@ -251,7 +252,7 @@ class Persister:
 
     def _write(
         self,
-        runs: dict[_RunKey, dict[str, Any]],
+        runs: dict[_RunKey, Run],
         job_ids: set[str],
         times: set[str],
         facts: dict[str, Any],
@@ -277,7 +278,9 @@ class Persister:
             facts = {}  # a standby's view of the leader's state is not its to write
         # Due runs do not wait behind history: claims go in between the chunks of runs.
         self._in_chunks(
-            list(runs.values()), _CHUNK, lambda rows: self.db.write_runs(rows, self._limit)
+            [run.as_row() for run in runs.values()],
+            _CHUNK,
+            lambda rows: self.db.write_runs(rows, self._limit),
         )
         # Job rows too: 100,000 of them written at a start in one transaction held SQLite's
         # write lock for seconds, so claims waited and other writers timed out.
