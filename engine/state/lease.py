@@ -158,6 +158,7 @@ class Lease:
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.epoch: int | None = None
         self._valid_until = 0.0  # monotonic
+        self._fence: Fence | None = None  # the last one made: every fire asks for it
 
     @property
     def shared(self) -> bool:
@@ -165,7 +166,12 @@ class Lease:
 
     @property
     def fence(self) -> Fence | None:
-        return Fence(self.epoch, self.holder) if self.epoch is not None else None
+        epoch, made = self.epoch, self._fence  # one read each: the writer asks too
+        if epoch is None:
+            return None
+        if made is None or made.epoch != epoch or made.holder != self.holder:
+            made = self._fence = Fence(epoch, self.holder)
+        return made
 
     def valid(self) -> bool:
         """True while this process may act as the leader (its own clock says so)."""
