@@ -136,6 +136,28 @@ def cpu_schedctl(kind: str, count: int, seconds: float) -> dict[str, Any]:
     return asyncio.run(main())
 
 
+def idle_schedctl(count: int, seconds: float) -> dict[str, Any]:
+    """``count`` declared jobs none of which is due (once a year): the engine's own CPU
+    while nothing fires (heartbeat, lease, writer, command poll), in ms per second."""
+    tmp = tempfile.mkdtemp(prefix="schedctl-bench-fire-")
+    root = Path(tmp)
+    make_package(root)
+    task = f"{PACKAGE}.jobs:noop"
+    schedules, _ = write_schedules(root, count, lambda n: {"task": task, "cron": "0 3 1 1 *"})
+
+    async def main() -> dict[str, Any]:
+        async with running_app(settings(root, schedules)):
+            await asyncio.sleep(3.0)  # past the start-up's own work (first flush, first trim)
+            cpu, wall = time.process_time(), time.perf_counter()
+            await asyncio.sleep(seconds)
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            found = {"cpu_ms_per_s": cpu / wall * 1e3}
+            _exit_now(found, tmp)
+            return found
+
+    return asyncio.run(main())
+
+
 def cpu_raw(kind: str, count: int, seconds: float) -> dict[str, Any]:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
     from apscheduler.triggers.cron import CronTrigger
@@ -472,6 +494,7 @@ def big_reads(total: int, hot: int, seconds: float, clients: int) -> dict[str, A
 MEASUREMENTS: dict[str, Callable[..., Any]] = {
     "cpu_schedctl": cpu_schedctl,
     "cpu_raw": cpu_raw,
+    "idle_schedctl": idle_schedctl,
     "burst_schedctl": burst_schedctl,
     "burst_raw": burst_raw,
     "polling": polling,
