@@ -54,9 +54,11 @@ class HeapJobStore(BaseJobStore):
 
     def retry_at(self, job: Job, when: float) -> None:
         """Find ``job`` due again at ``when`` (a job whose pass failed), its next run time
-        left as it is."""
-        self._keys[job.id] = when
-        heapq.heappush(self._heap, (when, job.id))
+        left as it is; nothing if the job has left the store meanwhile."""
+        job_id = job.id
+        if self._jobs.get(job_id) is job:
+            self._keys[job_id] = when
+            heapq.heappush(self._heap, (when, job_id))
 
     def next_timestamp(self) -> float | None:
         """The earliest time any job is due, as a UTC timestamp."""
