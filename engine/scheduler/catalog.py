@@ -162,17 +162,15 @@ class Entry:
 class BoundedJob(Job):
     """An APScheduler job whose catch-up never starves the loop.
 
-    APScheduler computes every fire time between the job's stored next run time and now:
-    a 1 s job stored a month ago is 2.6 million calls in one pass. Times older than the
-    misfire grace are missed whatever happens: after ``CATCH_UP_LIMIT`` of them (each
-    recorded ``missed``) the walk jumps to the grace's edge, and a pass computes at most
-    twice that many times.
+    APScheduler's ``Job._get_run_times`` computes every fire time between the job's stored
+    next run time and now: a 1 s job stored a month ago is 2.6 million calls in one pass.
+    Times older than the misfire grace are missed whatever happens: in ``due_times`` (what
+    the engine's firing pass asks), after ``CATCH_UP_LIMIT`` of them (each recorded
+    ``missed``) the walk jumps to the grace's edge, and a pass computes at most twice that
+    many times.
     """
 
     __slots__ = ()
-
-    def _get_run_times(self, now: datetime) -> list[datetime]:
-        return self.due_times(now)[0]
 
     def due_times(self, now: datetime) -> tuple[list[datetime], datetime | None]:
         """(the fire times due at ``now``, the first one after them): each is computed
