@@ -681,8 +681,8 @@ class StateDB:
     def take_commands(self, fence: Fence | None) -> list[tuple[int, str, dict[str, Any]]]:
         """Pending commands, marked ``applying`` under the leader's lease, oldest first."""
         # The leader asks ten times a second and nearly always finds none: a plain read
-        # says so without the lease check, the writer's lock and a transaction (under
-        # 2,000 fires a second those polls took 15 ms of CPU a second, now a seventh).
+        # says so without the lease check, the writer's lock and a transaction (111 µs of
+        # CPU instead of 397 on SQLite, measured alone; an idle engine's CPU fell a third).
         with self.engine.connect() as conn:
             if conn.execute(_ANY_PENDING).first() is None:
                 return []
