@@ -78,8 +78,8 @@ class SchedulerFacade:
 
     def next_run_of(self, job_id: str) -> tuple[bool, bool, float | None]:
         """(its row stays, it is done, its next run time as a UTC timestamp or None when
-        paused or done), as ``job_row`` would say, without building the row: a declared
-        job gone from the scheduler ran its last time, a runtime one is gone."""
+        paused or done): what ``job_row`` writes of them, without building the row. A
+        declared job gone from the scheduler ran its last time, a runtime one is gone."""
         job = self.store.lookup_job(job_id)
         if job is not None:
             when = job.next_run_time
@@ -260,10 +260,9 @@ class SchedulerFacade:
         entry = self.catalog.get(job_id)
         if entry is None:
             return None
-        job = self.store.lookup_job(job_id)
-        next_run = job.next_run_time.timestamp() if job is not None and job.next_run_time else None
+        kept, done, next_run = self.next_run_of(job_id)
         if entry.source == "runtime":
-            if job is None or entry.runtime is None:
+            if not kept or entry.runtime is None:
                 return None
             return {
                 "id": job_id,
@@ -287,7 +286,7 @@ class SchedulerFacade:
             "runtime": None,
             "next_run_time": next_run,
             "runtime_paused": entry.runtime_paused,
-            "done": job is None,
+            "done": done,
         }
 
 
