@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from engine import pacing
 from engine.joined import Joined
 from engine.state.history import Run
 
@@ -338,6 +339,7 @@ class Metrics:
                     rows.append(tuple(family[index] for family in families))
                 else:
                     rows.append(_job_lines(sample))
+                    pacing.step()
             families = self._families = [
                 Joined(map(itemgetter(index), rows)) for index in range(len(families))
             ]
@@ -350,6 +352,7 @@ class Metrics:
                 kept[index] = sample
                 for family, part in zip(families, _job_lines(sample), strict=True):
                     family[index] = part
+                pacing.step()
         for (name, kind, doc), family in zip(_FAMILIES[1:], families, strict=True):
             out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n".encode())
             out += family.blocks()

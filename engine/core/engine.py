@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
 
+from engine import pacing
 from engine._version import __version__
 from engine.core.leadership import Leadership
 from engine.core.memory import Trimmer
@@ -183,6 +184,11 @@ class Engine:
         which the loop waits for at exit)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.io, partial(func, *args))
+
+    async def reading(self, func: Callable[..., T], *args: Any) -> T:
+        """Build a large answer on the engine's own threads, giving way to the loop as it
+        goes (``engine.pacing``): reads must not make jobs fire late."""
+        return await self.blocking(pacing.paced, func, *args)
 
     async def leasing(self, func: Callable[..., T], *args: Any) -> T:
         """Run a lease call on the lease's own thread."""
@@ -416,7 +422,7 @@ class Engine:
         version = self.views.version()
         entries = self.views.snapshot()
         if len(entries) > BIG:
-            jobs = await self.blocking(self.views.build_jobs, entries)
+            jobs = await self.reading(self.views.build_jobs, entries)
         else:
             jobs = self.views.build_jobs(entries)
         self.views.remember_jobs(version, jobs)
@@ -439,7 +445,7 @@ class Engine:
             tag = '"' + "-".join(str(part) for part in (*version, "jobs")) + '"'
             if len(self.facade.catalog) > BIG:
                 # Not kept: the pieces are the jobs' kept parts, taken again next time.
-                return tag, await self.blocking(self.views.jobs_body, plan)
+                return tag, await self.reading(self.views.jobs_body, plan)
             body = b"".join(self.views.jobs_body(plan))
             self._bodies["jobs"] = (version, tag, body)
             return tag, body
@@ -454,7 +460,7 @@ class Engine:
         async with self._specs_building:
             plan = self.views.plan_specs_body()
             if len(self.facade.catalog) > BIG:
-                return await self.blocking(self.views.specs_body, plan)
+                return await self.reading(self.views.specs_body, plan)
             body = b"".join(self.views.specs_body(plan))
             self._bodies["specs"] = (version, "", body)
             return body
@@ -464,7 +470,7 @@ class Engine:
         pieces when many."""
         self.loop_lag_ms()  # the gauge follows the watch
         if len(self.facade.catalog) > BIG:
-            return await self.blocking(self.metrics.render_pieces)
+            return await self.reading(self.metrics.render_pieces)
         return self.metrics.render()
 
     def job(self, job_id: str) -> dict[str, Any] | None:

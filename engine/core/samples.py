@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from engine import pacing
 from engine.core.touched import Touched
 from engine.metrics import JobSample
 from engine.scheduler.catalog import Entry, in_id_order
@@ -63,6 +64,7 @@ class JobSamples:
                     if index is not None:
                         samples[index] = sample(entries[index])
                         changed.append(index)
+                        pacing.step()
                 changed.sort()
                 return samples, changed
             # The entries changed (or this is a standby, whose history is merged from the
@@ -78,6 +80,7 @@ class JobSamples:
                 found = kept.get(job_id)
                 if found is None or found[0] is not entry or job_id in touched:
                     samples.append(sample(entry))
+                    pacing.step()
                 else:
                     samples.append(found[1])
             self._ids, self._entries, self._samples = ids, entries, samples

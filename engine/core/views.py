@@ -14,6 +14,7 @@ from datetime import UTC, datetime, tzinfo
 from operator import attrgetter, is_
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from engine import pacing
 from engine.core.touched import Touched
 from engine.files.spec import as_dict
 from engine.joined import Joined
@@ -232,6 +233,7 @@ class Views:
                 index = _place(layout.entries, job_id)
                 if index is not None:
                     self._encode(layout, index, facade, history, stale)
+                    pacing.step()
         else:
             entries = plan.entries if plan.entries is not None else self.snapshot()
             layout = _Layout(plan.catalog, entries)
@@ -244,6 +246,7 @@ class Views:
                     if entries[index].id not in touched:
                         continue
                 self._encode(layout, index, facade, history, stale)
+                pacing.step()
             self._layout = layout
         parts = layout.parts
         return parts.pieces(b'{"count":%d,"jobs":[' % len(parts), b"]}")
@@ -283,7 +286,11 @@ class Views:
     def build_jobs(self, entries: list[Entry]) -> list[dict[str, Any]]:
         """Every job's Job (may run off the loop: it only reads)."""
         facade, history, stale = self._facade(), self._history(), self._stale()
-        return [job_info(facade, history, e, stale, self._descriptions) for e in entries]
+        jobs = []
+        for entry in entries:
+            jobs.append(job_info(facade, history, entry, stale, self._descriptions))
+            pacing.step()
+        return jobs
 
     def jobs_cached(self) -> list[dict[str, Any]] | None:
         version = self.version()
@@ -357,6 +364,7 @@ class Views:
         for index in fresh:
             entry = entries[index]
             layout.parts[index] = dumps(entry.id) + b":" + dumps(_spec_of(entry))
+            pacing.step()
         layout.paused = paused
         self._specs = layout
         head = b'{"revision":' + dumps(self._revision()) + b',"jobs":{'
