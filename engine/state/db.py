@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -477,22 +478,24 @@ class StateDB:
             return set()
         stamp = time.time()
         epoch = fence.epoch if fence is not None else None
+        # Each claim's parameters in ``_RUN_COLUMNS`` order, made at once (a dict per
+        # claim, flattened by name, cost a sixth of the claim's transaction).
         params = [
-            {
-                "job_id": c["job_id"],
-                "scheduled_at": c["scheduled_at"],
-                "attempt": c.get("attempt", 1),
-                "status": c.get("status", "queued"),
-                "started_at": None,
-                "finished_at": c.get("finished_at"),
-                "duration_s": None,
-                "error": c.get("error"),
-                "traceback": None,
-                "logs": None,
-                "worker": c.get("worker"),
-                "epoch": epoch,
-                "changed_at": stamp,
-            }
+            (
+                c["job_id"],
+                c["scheduled_at"],
+                c.get("attempt", 1),
+                c.get("status", "queued"),
+                None,  # started_at
+                c.get("finished_at"),
+                None,  # duration_s
+                c.get("error"),
+                epoch,
+                None,  # traceback
+                None,  # logs
+                c.get("worker"),
+                stamp,  # changed_at
+            )
             for c in claims
         ]
         won: set[tuple[str, float]] = set()
@@ -501,11 +504,11 @@ class StateDB:
                 cursor.execute(self._fence_sql, ("leader",))
                 self._fence_holds(cursor.fetchone(), fence)
             for chunk in _chunks(params, 500):
-                flat = tuple(row[name] for row in chunk for name in _RUN_COLUMNS)
-                cursor.execute(self._claim_statement(len(chunk)), flat)
-                won.update((job_id, scheduled_at) for job_id, scheduled_at in cursor.fetchall())
+                cursor.execute(self._claim_statement(len(chunk)), tuple(chain.from_iterable(chunk)))
+                won.update(map(tuple, cursor.fetchall()))
+        unpruned = self._unpruned
         for row in params:
-            self._unpruned[row["job_id"]] = self._unpruned.get(row["job_id"], 0) + 1
+            unpruned[row[0]] = unpruned.get(row[0], 0) + 1
         return won
 
     def claim_run(self, job_id: str, scheduled_at: float, fence: Fence | None = None) -> bool:
