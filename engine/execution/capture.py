@@ -107,6 +107,8 @@ class RunLog:
 
     def records(self) -> list[dict[str, str]]:
         """The kept records, oldest first, ``at`` in the run's zone with its offset."""
+        if not self._records:  # the usual run logs nothing
+            return []
         zone = self.tz or UTC
         return [
             {"at": iso_time(created, zone), "level": level, "message": message}

@@ -144,41 +144,47 @@ class Runner:
                         await asyncio.wrap_future(future)
             except TimeoutError as exc:
                 if not deadline.expired():  # the task's own TimeoutError: a failure
-                    return self._end(record, task, "failed", _error(exc), _traceback(exc))
+                    return self._end(record, run_id, task, "failed", _error(exc), _traceback(exc))
                 if future is not None and self.threads.abandon(future) is Abandoned.NEVER_STARTED:
                     return self._end(
                         record,
+                        run_id,
                         task,
                         "failed",
                         f"never started: no task thread was free within its "
                         f"{task.timeout:g}s timeout",
                     )
                 return self._end(
-                    record, task, "timeout", f"still running after {task.timeout:g}s; cancelled"
+                    record,
+                    run_id,
+                    task,
+                    "timeout",
+                    f"still running after {task.timeout:g}s; cancelled",
                 )
             except asyncio.CancelledError:
                 if future is not None and not future.done():
                     outcome = self.threads.abandon(future)
                     if outcome is Abandoned.NEVER_STARTED:
-                        self._end(record, task, "cancelled", "cancelled before it started")
+                        self._end(record, run_id, task, "cancelled", "cancelled before it started")
                     else:
                         self._end(
                             record,
+                            run_id,
                             task,
                             "cancelled",
                             "cancelled; its thread could not be stopped and was left to finish",
                         )
                         future.add_done_callback(functools.partial(self._late, record, task))
                 else:
-                    self._end(record, task, "cancelled", "cancelled")
+                    self._end(record, run_id, task, "cancelled", "cancelled")
                 raise
             except _NotStarted:
-                return self._end(record, task, "failed", NOT_STARTED)
+                return self._end(record, run_id, task, "failed", NOT_STARTED)
             except JobThreadsExhausted as exc:
-                return self._end(record, task, "failed", str(exc))
+                return self._end(record, run_id, task, "failed", str(exc))
             except (Exception, SystemExit) as exc:  # a task's sys.exit() ends the run, not us
-                return self._end(record, task, "failed", _error(exc), _traceback(exc))
-            return self._end(record, task, "success")
+                return self._end(record, run_id, task, "failed", _error(exc), _traceback(exc))
+            return self._end(record, run_id, task, "success")
         finally:
             context.leave(token)
 
@@ -191,12 +197,13 @@ class Runner:
     def _end(
         self,
         record: Run,
+        run_id: str,  # ``record.run_id``, made once per attempt
         task: Task,
         status: str,
         error: str | None = None,
         trace: str | None = None,
     ) -> str:
-        logs = capture.close(record.run_id)
+        logs = capture.close(run_id)
         if status != "success":  # logged within the run: the line names its job and attempt
             log.warning(
                 "← %s attempt %d %s: %s",
