@@ -124,16 +124,37 @@ def cpu_schedctl(kind: str, count: int, seconds: float) -> dict[str, Any]:
             start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=3)
             end = start + timedelta(seconds=seconds)
             await _until(start - timedelta(milliseconds=500))
-            cpu, wall = time.process_time(), time.perf_counter()
+            cpu, wall, threads = time.process_time(), time.perf_counter(), _thread_cpu()
             with GcPauses() as pauses:
                 await _until(end - timedelta(milliseconds=500))
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            threads = _thread_cpu(threads)
             found = await _collect(engine, [job_id(n) for n in range(count)], start, end)
             found["cpu_us_per_fire"] = cpu / wall / count * 1e6
+            for name, used in threads.items():  # where the CPU went
+                found[f"cpu_us_per_fire:{name}"] = used / wall / count * 1e6
             _exit_now({**found, **pauses.summary()}, tmp)
             return found
 
     return asyncio.run(main())
+
+
+def _thread_cpu(since: dict[str, float] | None = None) -> dict[str, float]:
+    """CPU seconds used by the event loop's thread (``MainThread``), the writer
+    (``schedctl-persist``) and all other threads (``other``), minus ``since``; empty where
+    threads have no CPU clocks of their own."""
+    import threading
+
+    used: dict[str, float] = {}
+    for thread in threading.enumerate():
+        try:
+            clock = time.pthread_getcpuclockid(thread.ident or 0)
+            seconds = time.clock_gettime(clock)
+        except (AttributeError, OSError):
+            return {}
+        name = thread.name if thread.name in ("MainThread", "schedctl-persist") else "other"
+        used[name] = used.get(name, 0.0) + seconds
+    return {name: value - (since or {}).get(name, 0.0) for name, value in used.items()}
 
 
 def idle_schedctl(count: int, seconds: float) -> dict[str, Any]:

@@ -74,6 +74,18 @@ def cpu() -> list[dict[str, Any]]:
             f"; schedctl started {ours['fired']:,} of {ours['expected']:,} "
             f"({ours['missed']} missed, {ours['unstarted']} not started), raw {raw['fired']:,}"
         )
+        split = {
+            label: ours.get(f"cpu_us_per_fire:{name}")
+            for name, label in (
+                ("MainThread", "the event loop"),
+                ("schedctl-persist", "the writer"),
+                ("other", "other threads"),
+            )
+        }
+        if all(value is not None for value in split.values()):
+            extra += "; schedctl's CPU per fire by thread: " + ", ".join(
+                f"{label} {_us(value)}" for label, value in split.items()
+            )
         rows.append(
             {
                 "benchmark": f"CPU per fire, {COUNT:,} {label}",
