@@ -27,9 +27,10 @@ class Touched:
     def add(self, job_id: str) -> None:
         """The job may have changed; called after the change, from any thread (several
         times per fire: the reader's size is asked only when the set outgrows the bound)."""
-        # Already there: nothing to do, and no lock to take (three of a fire's four calls
-        # while no read comes between). Safe without the lock: the change came before this
-        # look, and a ``take`` that swaps the set after it hands this id on with the set.
+        # Already there: nothing to do, and no lock to take (a fire adds its job three
+        # times: its next run time, its run's start and end). Safe without the lock: the
+        # change came before this look, and a ``take`` that swaps the set out after the
+        # look hands the id on with it.
         if job_id in self._ids:
             return
         with self._lock:
