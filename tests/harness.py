@@ -1,4 +1,5 @@
-"""An engine running in-process behind an httpx client, and waiting with a deadline."""
+"""An engine running in-process behind an httpx client, and waiting with a deadline
+(``eventually`` on a loop, ``wait_until`` in plain code)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from fastapi import FastAPI
 
 from engine.app import create_app
 from engine.settings import Settings
+
+T = TypeVar("T")
 
 JOB_FIELDS = {
     "id",
@@ -65,6 +68,18 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"not true within {within}s: {what or predicate}")
         await asyncio.sleep(0.02)
+
+
+def wait_until(predicate: Callable[[], T], within: float = 5.0, what: str = "") -> T:
+    """Poll ``predicate`` until truthy; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {within}s: {what or predicate}")
+        time.sleep(0.005)
 
 
 def engine_settings(tmp_path: Path, package: str, shutdown_grace: float) -> Settings:

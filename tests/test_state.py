@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +21,7 @@ from engine.state.db import Fence, Fenced, JobRow, RunRow, StateDB
 from engine.state.history import Run
 from engine.state.lease import Lease
 from engine.state.persist import Claim, Persister
+from tests.harness import wait_until
 
 T0 = datetime(2030, 1, 1, 2, 0, tzinfo=UTC)
 ESSENCE = {"task": "tasks.reports:nightly", "cron": "0 2 * * *", "args": ["pdf"], "retries": 2}
@@ -680,15 +680,6 @@ def test_a_saved_next_run_time_never_passes_a_run_not_yet_claimed(db: StateDB) -
     assert [(r.scheduled_at, r.status) for r in db.load_runs(100)] == [(fired, "queued")]
 
 
-def _until(predicate: Callable[[], bool], within: float = 10.0) -> bool:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
-
-
 def test_next_run_times_of_jobs_that_fired_are_written_once_a_second(db: StateDB) -> None:
     # Runs go out at every flush (here every 10 ms); the next run times that fires moved,
     # at most once a second: each page of the wide jobs table is written once a second.
@@ -702,11 +693,15 @@ def test_next_run_times_of_jobs_that_fired_are_written_once_a_second(db: StateDB
             moved["nightly"] = (T0 + timedelta(minutes=minutes)).timestamp()
             persister.time_changed("nightly")
             persister.run_changed(finish(Run("nightly", T0 + timedelta(minutes=minutes))))
-            assert _until(lambda m=minutes: len(db.load_runs(100)) == m), "run not written"
+            wait_until(lambda m=minutes: len(db.load_runs(100)) == m, 10.0, "the run written")
             if jobs_by_id(db)["nightly"].next_run_time != moved["nightly"]:
                 break  # the run went out, the next run time waits
         else:
             pytest.fail("the next run time was written at every flush, not once a second")
-        assert _until(lambda: jobs_by_id(db)["nightly"].next_run_time == moved["nightly"], 5)
+        wait_until(
+            lambda: jobs_by_id(db)["nightly"].next_run_time == moved["nightly"],
+            5.0,
+            "the next run time written",
+        )
     finally:
         persister.stop()

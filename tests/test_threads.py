@@ -12,27 +12,14 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, Future
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from engine.errors import JobThreadsExhausted
 from engine.execution import context
 from engine.execution.threads import Abandoned, TaskThreads
-
-T = TypeVar("T")
-
-
-def wait_until(predicate: Callable[[], T], within: float = 5.0, what: str = "") -> T:
-    """Poll ``predicate`` until truthy; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {within}s: {what or predicate}")
-        time.sleep(0.005)
+from tests.harness import wait_until
 
 
 @pytest.fixture
