@@ -49,8 +49,8 @@ CLAIM_GAP = 0.004
 # facts go every ``interval``). Each fire moves its job's next run time, and the rows of
 # the jobs table are wide (a declared job's spec), so at 2,000 fires a second writing
 # them every 0.2 s rewrote about 1,000 pages a second, then copied them again at each WAL
-# checkpoint. Once a second, each page is written once: a third fewer bytes and write
-# calls for the whole process (docs/perf, stop 18). Nothing is lost by the wait: a run is
+# checkpoint. Once a second, each page is written once: a quarter to a third fewer bytes
+# and write calls for the process (docs/perf, stop 18). Nothing is lost by the wait: a run is
 # claimed before its next run time moves, so after a crash the runs between the saved time
 # and the claimed ones are found claimed.
 NEXT_RUNS_EVERY = 1.0
