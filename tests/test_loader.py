@@ -435,3 +435,57 @@ def test_jobs_with_the_same_fields_share_their_empty_parts_yet_stay_apart() -> N
     moved = first.model_copy(update={"start": datetime(2027, 1, 1), "args": [2]})
     assert (moved.args, first.args, third.args) == ([2], [], [])
     assert first.model_fields_set == {"task", "interval"} == third.model_fields_set
+
+
+def test_a_kept_spec_is_the_spec_the_file_gave_in_a_fraction_of_the_memory(
+    tmp_path: Path,
+) -> None:
+    """The loader keeps each job's spec as an equal copy whose fields share one key table
+    with every other job's: at 100,000 jobs the dict pydantic builds per spec was the
+    engine's largest allocation."""
+    from engine.files.spec import JobSpec, kept
+
+    data = {
+        "task": "pkg.jobs:noop",
+        "interval": "90s",
+        "args": [1],
+        "labels": {"team": "a"},
+        "description": "nightly",
+    }
+    spec = JobSpec.model_validate(data)
+    copy = kept(spec)
+    assert copy == spec and spec == copy and copy is not spec
+    assert copy.canonical_json() == spec.canonical_json()
+    assert copy.fingerprint() == spec.fingerprint()
+    assert copy.model_fields_set == spec.model_fields_set
+    assert repr(copy) == repr(spec)
+    with pytest.raises(ValueError, match="frozen"):
+        copy.paused = True
+    assert copy.model_copy(update={"paused": True}).paused and not copy.paused
+
+    write(tmp_path / "a.yaml", schedule("a", "b"))
+    loaded = Loader().scan([tmp_path]).jobs["a"].spec
+    assert loaded == JobSpec.model_validate({"task": "tasks.jobs:nightly", "cron": "0 2 * * *"})
+
+    # In a fresh interpreter that made many specs first (as an engine restoring its state
+    # does), so the copies' saving cannot depend on which test ran before this one.
+    script = textwrap.dedent(
+        """
+        import tracemalloc
+        from engine.files.spec import JobSpec, kept
+
+        data = {"task": "pkg.jobs:noop", "interval": "90s", "description": "nightly"}
+        specs = [JobSpec.model_validate({**data, "description": f"job {n}"}) for n in range(2000)]
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        copies = [kept(spec) for spec in specs]
+        grown = tracemalloc.get_traced_memory()[0] - before
+        fresh = [JobSpec.model_validate(spec.essence()) for spec in specs]
+        print(grown, tracemalloc.get_traced_memory()[0] - before - grown)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    grown, validated = map(int, done.stdout.split())
+    assert grown < validated / 3, (grown, validated)

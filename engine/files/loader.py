@@ -29,6 +29,7 @@ from engine.files.spec import (
     TRIGGER_FIELDS,
     Essence,
     JobSpec,
+    kept,
 )
 from engine.files.tasks import changed_since_import, resolve_task, signature_problem, split_task
 from engine.files.yamlio import Located, one_line, parse_yaml
@@ -406,7 +407,7 @@ class _FileChecker:
                 self.doc.problem(self._origin(job_id, body, name), message)
                 return None
         line, column = self.doc.where(base, key=True)
-        return Declared(job_id, spec, self.doc.file, line, column, spec.fingerprint())
+        return Declared(job_id, kept(spec), self.doc.file, line, column, spec.fingerprint())
 
     def _refused_in(self, job_id: str) -> bool:
         """Whether a value of this job (or of the defaults) could not be built."""

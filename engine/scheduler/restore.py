@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from engine.files.spec import Essence, JobSpec, fingerprint_text
+from engine.files.spec import Essence, JobSpec, fingerprint_text, kept
 from engine.reconciler import Desired
 from engine.scheduler.catalog import Entry, build_job
 from engine.scheduler.codec import decode_runtime, from_legacy_pickle
@@ -92,7 +92,7 @@ def _declared(
     fp = fingerprint_text(row.essence_json)
     spec = want.spec if want is not None and want.fingerprint == fp else specs.get(fp)
     if spec is None:
-        spec = specs[fp] = JobSpec.model_validate_json(row.essence_json)
+        spec = specs[fp] = kept(JobSpec.model_validate_json(row.essence_json))
     entry = Entry(
         row.id,
         "declared",
