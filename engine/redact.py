@@ -25,6 +25,7 @@ from typing import Any
 __all__ = [
     "MASK",
     "SECRET_WORDS",
+    "holds_secret",
     "is_secret_key",
     "mask_text",
     "mask_url_passwords",
@@ -58,9 +59,43 @@ _URL_PASSWORD = re.compile(
 
 
 def is_secret_key(key: object) -> bool:
-    """True when ``key`` looks like it names a secret (case-insensitive substring)."""
-    lowered = str(key).lower()
-    return any(word in lowered for word in SECRET_WORDS)
+    """True when ``key`` looks like it names a secret (case-insensitive substring).
+
+    Remembered per text key: a spec's few dozen field names are asked about for every job
+    of every ``/specs`` and ``/jobs`` built."""
+    found = _SECRET_KEYS.get(key) if type(key) is str else None
+    if found is None:
+        lowered = str(key).lower()
+        found = any(word in lowered for word in SECRET_WORDS)
+        if type(key) is str and len(_SECRET_KEYS) < _KEYS_KEPT:
+            _SECRET_KEYS[key] = found
+    return found
+
+
+_SECRET_KEYS: dict[object, bool] = {}
+_KEYS_KEPT = 4096  # keys come from files and API calls: the memory stays bounded
+
+
+def holds_secret(value: Any) -> bool:
+    """True when ``redact`` would mask anything in ``value`` (a value under a
+    secret-looking key, or a URL password), found without copying anything."""
+    kind = type(value)
+    if kind is str:
+        return "://" in value and _URL_PASSWORD.search(value) is not None
+    if kind in _SCALARS:  # most of a spec's fields: answered before any ABC check
+        return False
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if is_secret_key(key) or holds_secret(item):
+                return True
+    elif isinstance(value, list | tuple):
+        for item in value:
+            if holds_secret(item):
+                return True
+    return False
+
+
+_SCALARS = frozenset({type(None), bool, int, float})
 
 
 def mask_url_passwords(text: str) -> str:
@@ -72,7 +107,10 @@ def mask_url_passwords(text: str) -> str:
 
 def redact(value: Any) -> Any:
     """A copy of ``value`` with secrets masked: values under secret-looking keys are
-    ``"***"`` at any depth, and URL passwords are ``***`` in every string."""
+    ``"***"`` at any depth, and URL passwords are ``***`` in every string. A value that
+    holds no secret (the usual one) is given back as it is: never modify the result."""
+    if not holds_secret(value):
+        return value
     if isinstance(value, str):
         return mask_url_passwords(value)
     if isinstance(value, Mapping):
@@ -179,7 +217,7 @@ def secret_digest(value: Any) -> str | None:
 
 def _secret_parts(value: Any, path: list[Any], secret: bool, parts: list[list[Any]]) -> None:
     if secret:
-        parts.append([path, value])
+        parts.append([path, _text_keys(value)])
     elif isinstance(value, Mapping):
         for key in sorted(value, key=str):
             _secret_parts(value[key], [*path, str(key)], is_secret_key(key), parts)
@@ -192,9 +230,21 @@ def _secret_parts(value: Any, path: list[Any], secret: bool, parts: list[list[An
             parts.append([path, passwords])
 
 
+def _text_keys(value: Any) -> Any:
+    """``value`` with every mapping's keys as text: a secret mapping with keys of mixed
+    types (``{1: ..., "a": ...}`` in YAML) could not be dumped with its keys sorted."""
+    if isinstance(value, Mapping):
+        return {str(k): _text_keys(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_text_keys(v) for v in value]
+    return value
+
+
 def spec_secret_digests(spec: Mapping[str, Any]) -> dict[str, str]:
     """``secret_digest`` of each field of a job's spec that holds secrets."""
-    digests = {}
+    digests: dict[str, str] = {}
+    if not holds_secret(spec):  # the usual spec: no walk for each field
+        return digests
     for name, value in spec.items():
         digest = secret_digest(value)
         if digest is not None:
