@@ -596,6 +596,44 @@ def test_persister_deletes_a_job_whose_row_is_gone(db: StateDB) -> None:
     assert {row.id: row.next_run_time for row in db.load_jobs()} == {"kept": 42.0}
 
 
+def test_a_start_with_many_jobs_holds_only_a_chunk_of_their_rows_at_once(
+    db: StateDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At a start every job's row is written (its spec as JSON, ~1 KB): built all at once
+    before the first was written, 100,000 jobs' rows held about 100 MB at their peak."""
+    from engine.state import persist
+
+    total = 2 * persist._JOBS_CHUNK + 7
+    counts = {"built": 0, "written": 0, "most": 0}
+
+    def job_row(job_id: str) -> dict[str, Any] | None:
+        if job_id.startswith("gone"):
+            return None
+        counts["built"] += 1
+        counts["most"] = max(counts["most"], counts["built"] - counts["written"])
+        return declared_row(job_id)
+
+    write_jobs = db.write_jobs
+
+    def counted(upserts: Any, removals: Any, fence: Any = None) -> None:
+        rows = list(upserts)
+        write_jobs(rows, removals, fence)
+        counts["written"] += len(rows)
+
+    db.write_jobs([declared_row("gone-1"), declared_row("gone-2")], [])
+    monkeypatch.setattr(db, "write_jobs", counted)
+    persister = Persister(db, job_row)
+    for n in range(total):
+        persister.job_changed(f"job-{n}")
+    persister.job_changed("gone-1")
+    persister.job_changed("gone-2")
+    persister.flush()
+
+    assert len(db.load_jobs()) == total  # every row written, the jobs gone removed
+    assert counts["written"] == total
+    assert counts["most"] <= persist._JOBS_CHUNK, counts
+
+
 def test_persister_keeps_the_history_limit(db: StateDB) -> None:
     persister = Persister(db, lambda job_id: None, history_limit=2)
     for minutes in range(4):

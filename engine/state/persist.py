@@ -282,15 +282,9 @@ class Persister:
         events: list[tuple[float, str, dict[str, Any]]],
     ) -> None:
         leading, fence = self._leader()
-        upserts, removals = [], []
+        removals: list[str] = []
         moved: list[tuple[float | None, bool, str]] = []
         if leading:
-            for job_id in job_ids:
-                row = self._job_row(job_id)
-                if row is None:
-                    removals.append(job_id)
-                else:
-                    upserts.append(row)
             for job_id in times if self._next_run_of is not None else ():
                 kept, done, next_run = self._next_run_of(job_id)  # type: ignore[misc]
                 if kept:  # still scheduled, or a declared one-shot that ran: done now
@@ -300,14 +294,19 @@ class Persister:
         else:
             facts = {}  # a standby's view of the leader's state is not its to write
         # Due runs do not wait behind history: claims go in between the chunks of runs.
+        # Rows are built a chunk at a time: at a start with 100,000 jobs, every job's row
+        # (its spec as JSON) built at once held about 100 MB until the last was written.
         self._in_chunks(
-            [run.as_row() for run in runs.values()],
+            list(runs.values()),
             _CHUNK,
-            lambda rows: self.db.write_runs(rows, self._limit),
+            lambda chunk: self.db.write_runs([run.as_row() for run in chunk], self._limit),
         )
         # Job rows too: 100,000 of them written at a start in one transaction held SQLite's
         # write lock for seconds, so claims waited and other writers timed out.
-        self._in_chunks(upserts, _JOBS_CHUNK, lambda rows: self.db.write_jobs(rows, (), fence))
+        if leading:
+            self._in_chunks(
+                list(job_ids), _JOBS_CHUNK, lambda chunk: self._write_jobs(chunk, removals, fence)
+            )
         self.db.write_jobs((), removals, fence)
         # The claims queued until the next run times were read go first: a time read
         # here has the claim of the run before it queued already (see flush).
@@ -316,6 +315,17 @@ class Persister:
         self.db.put_facts(facts, fence)
         self.db.add_events(events)
         self._ok()
+
+    def _write_jobs(self, job_ids: list[str], removals: list[str], fence: Fence | None) -> None:
+        """The rows of ``job_ids`` as they are now; a job gone joins ``removals``."""
+        upserts = []
+        for job_id in job_ids:
+            row = self._job_row(job_id)
+            if row is None:
+                removals.append(job_id)
+            else:
+                upserts.append(row)
+        self.db.write_jobs(upserts, (), fence)
 
     def _in_chunks(self, rows: list[_Row], size: int, write: Callable[[list[_Row]], None]) -> None:
         """``write`` the rows a chunk a transaction, with the claims queued meanwhile
