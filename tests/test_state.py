@@ -634,6 +634,43 @@ def test_a_start_with_many_jobs_holds_only_a_chunk_of_their_rows_at_once(
     assert counts["most"] <= persist._JOBS_CHUNK, counts
 
 
+def test_a_claim_that_comes_while_job_rows_are_built_goes_before_their_write(
+    db: StateDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Right after a start with 100,000 jobs the writer saves every job's row; a job due
+    meanwhile waits for its claim, and so for at most the rows already built: its claim
+    goes in before they are written (jobs started 160 ms late, p99, behind 2,000 rows)."""
+    from engine.state import persist
+
+    written: list[dict[str, Any]] = []
+    landed: list[tuple[int, str]] = []
+    write_jobs = db.write_jobs
+
+    def counted(upserts: Any, removals: Any, fence: Any = None) -> None:
+        rows = list(upserts)
+        write_jobs(rows, removals, fence)
+        written.extend(rows)
+
+    def job_row(job_id: str) -> dict[str, Any]:
+        if not landed and not claimed:  # a job falls due while the first rows are built
+            claimed.append(True)
+            persister.claim(
+                [Claim("hot", T0.timestamp())],
+                lambda batch: landed.append((len(written), batch[0].outcome)),
+            )
+        return declared_row(job_id)
+
+    claimed: list[bool] = []
+    monkeypatch.setattr(db, "write_jobs", counted)
+    persister = Persister(db, job_row)
+    for n in range(2 * persist._JOBS_CHUNK):
+        persister.job_changed(f"job-{n}")
+    persister.flush()
+
+    assert landed == [(0, "won")]  # claimed before any of the rows was written
+    assert len(written) == 2 * persist._JOBS_CHUNK
+
+
 def test_persister_keeps_the_history_limit(db: StateDB) -> None:
     persister = Persister(db, lambda job_id: None, history_limit=2)
     for minutes in range(4):
