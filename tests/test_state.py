@@ -639,7 +639,9 @@ def test_a_claim_that_comes_while_job_rows_are_built_goes_before_their_write(
 ) -> None:
     """Right after a start with 100,000 jobs the writer saves every job's row; a job due
     meanwhile waits for its claim, and so for at most the rows already built: its claim
-    goes in before they are written (jobs started 160 ms late, p99, behind 2,000 rows)."""
+    goes in before they are written (jobs started 160 ms late, p99, behind 2,000 rows).
+    It must: a row carries its job's next run time, already past the run being claimed,
+    and a leader killed between the two writes would have skipped that run for good."""
     from engine.state import persist
 
     written: list[dict[str, Any]] = []
