@@ -645,6 +645,7 @@ def test_a_claim_that_comes_while_job_rows_are_built_goes_before_their_write(
     from engine.state import persist
 
     written: list[dict[str, Any]] = []
+    claimed: list[bool] = []
     landed: list[tuple[int, str]] = []
     write_jobs = db.write_jobs
 
@@ -654,7 +655,7 @@ def test_a_claim_that_comes_while_job_rows_are_built_goes_before_their_write(
         written.extend(rows)
 
     def job_row(job_id: str) -> dict[str, Any]:
-        if not landed and not claimed:  # a job falls due while the first rows are built
+        if not claimed:  # a job falls due while the first rows are built
             claimed.append(True)
             persister.claim(
                 [Claim("hot", T0.timestamp())],
@@ -662,7 +663,6 @@ def test_a_claim_that_comes_while_job_rows_are_built_goes_before_their_write(
             )
         return declared_row(job_id)
 
-    claimed: list[bool] = []
     monkeypatch.setattr(db, "write_jobs", counted)
     persister = Persister(db, job_row)
     for n in range(2 * persist._JOBS_CHUNK):

@@ -19,7 +19,7 @@ from engine.core.touched import Touched
 from engine.files.spec import as_dict
 from engine.joined import Joined
 from engine.jsontext import dumps
-from engine.redact import redact, spec_secret_digests
+from engine.redact import holds_secret, redact, spec_secret_digests
 from engine.scheduler.catalog import Catalog, Entry, in_id_order
 from engine.scheduler.jobs import describe_trigger, trigger_for
 from engine.state.history import History
@@ -395,14 +395,17 @@ def _differ(before: bytes, now: bytes) -> list[int]:
 
 
 def _spec_of(entry: Entry) -> dict[str, Any]:
-    spec = _essence(entry)
+    spec = shown = _essence(entry)
+    digests: dict[str, str] = {}
+    if spec is not None and holds_secret(spec):  # one walk for the usual spec, not two
+        shown, digests = redact(spec), spec_secret_digests(spec)
     return {
         "source": entry.source,
         "file": entry.file,
         "fingerprint": entry.fingerprint,
         "runtime_paused": entry.runtime_paused,
-        "spec": redact(spec) if spec is not None else None,
-        "secret_digests": spec_secret_digests(spec) if spec is not None else {},
+        "spec": shown,
+        "secret_digests": digests,
     }
 
 

@@ -268,6 +268,9 @@ def _share_parts(spec: JobSpec) -> None:
             values[name] = sys.intern(text)
 
 
+_new, _set = object.__new__, object.__setattr__
+
+
 def kept(spec: JobSpec) -> JobSpec:
     """``spec`` as it is kept for as long as its job lives: an equal copy whose fields
     share one key table with every other kept spec (CPython's key-sharing instance
@@ -279,9 +282,6 @@ def kept(spec: JobSpec) -> JobSpec:
     _set(copy, "__pydantic_extra__", spec.__pydantic_extra__)
     _set(copy, "__pydantic_private__", spec.__pydantic_private__)
     return copy
-
-
-_new, _set = object.__new__, object.__setattr__
 
 
 def _share_keys() -> None:
