@@ -109,14 +109,18 @@ def redact(value: Any) -> Any:
     """A copy of ``value`` with secrets masked: values under secret-looking keys are
     ``"***"`` at any depth, and URL passwords are ``***`` in every string. A value that
     holds no secret (the usual one) is given back as it is: never modify the result."""
-    if not holds_secret(value):
-        return value
+    return _masked(value) if holds_secret(value) else value
+
+
+def _masked(value: Any) -> Any:
+    """``redact``'s copy, made once ``value`` is known to hold a secret: one walk, not a
+    look for secrets again at every level."""
     if isinstance(value, str):
         return mask_url_passwords(value)
     if isinstance(value, Mapping):
-        return {k: MASK if is_secret_key(k) else redact(v) for k, v in value.items()}
+        return {k: MASK if is_secret_key(k) else _masked(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
+        return [_masked(v) for v in value]
     return value
 
 
