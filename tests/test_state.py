@@ -596,32 +596,39 @@ def test_persister_deletes_a_job_whose_row_is_gone(db: StateDB) -> None:
     assert {row.id: row.next_run_time for row in db.load_jobs()} == {"kept": 42.0}
 
 
+def job_rows_written(db: StateDB, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Every job row ``db`` writes from now on, in order, as it is written."""
+    written: list[dict[str, Any]] = []
+    write_jobs = db.write_jobs
+
+    def recorded(upserts: Any, removals: Any, fence: Any = None) -> None:
+        rows = list(upserts)
+        write_jobs(rows, removals, fence)
+        written.extend(rows)
+
+    monkeypatch.setattr(db, "write_jobs", recorded)
+    return written
+
+
 def test_a_start_with_many_jobs_holds_only_a_chunk_of_their_rows_at_once(
     db: StateDB, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """At a start every job's row is written (its spec as JSON, ~1 KB): built all at once
-    before the first was written, 100,000 jobs' rows held about 100 MB at their peak."""
+    before the first was written, 100,000 jobs' rows held about 75 MB at their peak."""
     from engine.state import persist
 
     total = 2 * persist._JOBS_CHUNK + 7
-    counts = {"built": 0, "written": 0, "most": 0}
+    counts = {"built": 0, "most": 0}
+    db.write_jobs([declared_row("gone-1"), declared_row("gone-2")], [])
+    written = job_rows_written(db, monkeypatch)
 
     def job_row(job_id: str) -> dict[str, Any] | None:
         if job_id.startswith("gone"):
             return None
         counts["built"] += 1
-        counts["most"] = max(counts["most"], counts["built"] - counts["written"])
+        counts["most"] = max(counts["most"], counts["built"] - len(written))
         return declared_row(job_id)
 
-    write_jobs = db.write_jobs
-
-    def counted(upserts: Any, removals: Any, fence: Any = None) -> None:
-        rows = list(upserts)
-        write_jobs(rows, removals, fence)
-        counts["written"] += len(rows)
-
-    db.write_jobs([declared_row("gone-1"), declared_row("gone-2")], [])
-    monkeypatch.setattr(db, "write_jobs", counted)
     persister = Persister(db, job_row)
     for n in range(total):
         persister.job_changed(f"job-{n}")
@@ -630,7 +637,7 @@ def test_a_start_with_many_jobs_holds_only_a_chunk_of_their_rows_at_once(
     persister.flush()
 
     assert len(db.load_jobs()) == total  # every row written, the jobs gone removed
-    assert counts["written"] == total
+    assert len(written) == total
     assert counts["most"] <= persist._JOBS_CHUNK, counts
 
 
@@ -644,15 +651,9 @@ def test_a_claim_that_comes_while_job_rows_are_built_goes_before_their_write(
     and a leader killed between the two writes would have skipped that run for good."""
     from engine.state import persist
 
-    written: list[dict[str, Any]] = []
+    written = job_rows_written(db, monkeypatch)
     claimed: list[bool] = []
     landed: list[tuple[int, str]] = []
-    write_jobs = db.write_jobs
-
-    def counted(upserts: Any, removals: Any, fence: Any = None) -> None:
-        rows = list(upserts)
-        write_jobs(rows, removals, fence)
-        written.extend(rows)
 
     def job_row(job_id: str) -> dict[str, Any]:
         if not claimed:  # a job falls due while the first rows are built
@@ -663,7 +664,6 @@ def test_a_claim_that_comes_while_job_rows_are_built_goes_before_their_write(
             )
         return declared_row(job_id)
 
-    monkeypatch.setattr(db, "write_jobs", counted)
     persister = Persister(db, job_row)
     for n in range(2 * persist._JOBS_CHUNK):
         persister.job_changed(f"job-{n}")
